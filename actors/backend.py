@@ -1,0 +1,94 @@
+"""The model backend interface every actor works through (HF transformers default, vLLM optional)."""
+
+from __future__ import annotations
+
+import abc
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class BackendConfig:
+    kind: str = "hf"  # hf | vllm
+    dtype: str = "auto"  # auto (bf16 where the CPU/GPU supports it, else fp32) | bfloat16 | float16 | float32
+    max_length: int = 1024  # tokens per sequence; longer prompts lose their start
+    max_batch_tokens: int = 8192  # padded tokens per forward micro-batch (rows are bucketed by length)
+    threads: int = 0  # torch intra-op threads on CPU; 0: the actor's CPU share, rounded up
+    gpu_memory_utilization: float = 0.85  # vLLM only
+
+    def __post_init__(self):
+        if self.kind not in ("hf", "vllm"):
+            raise ValueError(f"backend.kind: must be hf or vllm, got {self.kind!r}")
+        if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ValueError(f"backend.dtype: must be auto|bfloat16|float16|float32, got {self.dtype!r}")
+        if self.max_length < 8:
+            raise ValueError("backend.max_length: must be >= 8")
+        if self.max_batch_tokens < self.max_length:
+            raise ValueError("backend.max_batch_tokens: must be >= backend.max_length")
+        if self.threads < 0:
+            raise ValueError("backend.threads: must be >= 0")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError("backend.gpu_memory_utilization: must be in (0, 1]")
+
+
+class ModelBackend(abc.ABC):
+    """Batched model calls. Texts are already rendered prompts; labels are option label strings."""
+
+    @abc.abstractmethod
+    def score_options(self, texts: list[str], labels: list[list[str]], chat: bool = False) -> list[np.ndarray]:
+        """P(option label | text) for each row, renormalised over that row's labels (one forward pass).
+        chat: wrap each text as the user turn of the model's chat template first."""
+
+    @abc.abstractmethod
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+        """(sum of log p(continuation tokens | prompt), number of continuation tokens) per row."""
+
+    @abc.abstractmethod
+    def info(self) -> dict:
+        """Device, dtype and model facts for logs and placement checks."""
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def default_threads(cfg: BackendConfig) -> int:
+    if cfg.threads:
+        return cfg.threads
+    try:
+        import ray
+
+        if ray.is_initialized():
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+            if cpus:
+                return max(1, math.ceil(cpus))
+    except Exception:  # noqa: BLE001 - outside an actor
+        pass
+    return max(1, os.cpu_count() or 1)
+
+
+def make_backend(spec: str, cfg: BackendConfig) -> ModelBackend:
+    if cfg.kind == "vllm":
+        from actors.vllm_backend import VLLMBackend  # optional extra: only imported when asked for
+
+        return VLLMBackend(spec, cfg)
+    from actors.hf_backend import HFBackend
+
+    return HFBackend(spec, cfg)

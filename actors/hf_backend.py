@@ -1,0 +1,131 @@
+"""Hugging Face transformers backend: option scoring and teacher-forced log-probabilities.
+
+Option scoring runs one forward pass per row and projects only the answer position's hidden
+state to logits (`logits_to_keep=1`), then keeps the K option-label tokens. Rows are sorted by
+length and packed into micro-batches of at most `max_batch_tokens` padded tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from actors.backend import BackendConfig, ModelBackend, default_threads, resolve_dtype
+from actors.registry import load_model
+
+
+class HFBackend(ModelBackend):
+    def __init__(self, spec: str, cfg: BackendConfig):
+        self.spec, self.cfg = spec, cfg
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cpu":
+            torch.set_num_threads(default_threads(cfg))
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.model, self.tok = load_model(spec, "causal_lm", dtype=self.dtype, device=self.device)
+        self.model.eval()
+        self._label_cache: dict[str, int] = {}
+        self.tokens_seen = 0  # prompt tokens run through the model (throughput accounting)
+
+    def info(self) -> dict:
+        n_params = sum(p.numel() for p in self.model.parameters())
+        n_embed = self.model.get_input_embeddings().weight.numel()
+        return {"spec": self.spec, "device": self.device, "dtype": str(self.dtype).replace("torch.", ""),
+                "params": n_params, "non_embedding_params": n_params - n_embed,
+                "threads": torch.get_num_threads(), "config": _arch(self.model.config)}
+
+    def label_token(self, label: str) -> int:
+        """First token id of an option label (e.g. ' A'); labels of one row must differ in it."""
+        if label not in self._label_cache:
+            ids = self.tok.encode(label, add_special_tokens=False)
+            if not ids:
+                raise ValueError(f"option label {label!r} tokenizes to nothing")
+            self._label_cache[label] = ids[0]
+        return self._label_cache[label]
+
+    def _encode(self, texts: list[str], chat: bool = False) -> list[list[int]]:
+        if chat:
+            if not self.tok.chat_template:
+                raise ValueError(f"template.chat: model {self.spec!r} has no chat template")
+            texts = [self.tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
+                                                  tokenize=False) for t in texts]
+            enc = self.tok(texts, add_special_tokens=False)["input_ids"]  # the template holds them
+        else:
+            enc = self.tok(texts, add_special_tokens=True)["input_ids"]
+        return [ids[-self.cfg.max_length:] for ids in enc]
+
+    def _micro_batches(self, lengths: list[int]):
+        """Indices grouped so that (rows x longest row) <= max_batch_tokens, shortest first."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        batch: list[int] = []
+        for i in order:
+            if batch and (len(batch) + 1) * lengths[i] > self.cfg.max_batch_tokens:
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def _pad_left(self, seqs: list[list[int]]):
+        width = max(len(s) for s in seqs)
+        pad = self.tok.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, width - len(s):] = torch.tensor(s)
+            mask[r, width - len(s):] = 1
+        # positions count real tokens only, so a left-padded row sees the same positions as alone
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
+
+    @torch.inference_mode()
+    def score_options(self, texts: list[str], labels: list[list[str]], chat: bool = False) -> list[np.ndarray]:
+        if len(texts) != len(labels):
+            raise ValueError("score_options: texts and labels differ in length")
+        label_ids = []
+        for row_labels in labels:
+            ids = [self.label_token(lb) for lb in row_labels]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"option labels {row_labels} share a first token; use distinct labels (letters)")
+            label_ids.append(ids)
+        seqs = self._encode(texts, chat)
+        out: list[np.ndarray | None] = [None] * len(texts)
+        for batch in self._micro_batches([len(s) for s in seqs]):
+            ids, mask, pos = self._pad_left([seqs[i] for i in batch])
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
+            logits = logits.float()
+            for r, i in enumerate(batch):
+                out[i] = torch.log_softmax(logits[r, label_ids[i]], -1).exp().cpu().numpy().astype(np.float64)
+            self.tokens_seen += int(mask.sum())
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+        if len(prompts) != len(continuations):
+            raise ValueError("sequence_logprobs: prompts and continuations differ in length")
+        p_ids = self.tok(prompts, add_special_tokens=True)["input_ids"]
+        c_ids = self.tok(continuations, add_special_tokens=False)["input_ids"]
+        seqs, conts = [], []
+        for p, c in zip(p_ids, c_ids):
+            if not c:
+                raise ValueError("sequence_logprobs: empty continuation")
+            c = c[: self.cfg.max_length - 1]
+            seqs.append((p + c)[-self.cfg.max_length:])
+            conts.append(len(c))
+        out: list[tuple[float, int] | None] = [None] * len(prompts)
+        for batch in self._micro_batches([len(s) for s in seqs]):
+            ids, mask, pos = self._pad_left([seqs[i] for i in batch])
+            keep = max(conts[i] for i in batch) + 1
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), -1)  # position t predicts token t+1
+            targets = ids[:, -keep + 1:]
+            tok_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            for r, i in enumerate(batch):
+                out[i] = (float(tok_logp[r, -conts[i]:].sum()), conts[i])
+            self.tokens_seen += int(mask.sum())
+        return out  # type: ignore[return-value]
+
+
+def _arch(config) -> dict:
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "intermediate_size", "vocab_size", "head_dim")
+    return {k: getattr(config, k) for k in keys if getattr(config, k, None) is not None}

@@ -1,0 +1,45 @@
+"""Cluster config (`cluster.*`): where Ray runs and how model roles share GPUs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ClusterConfig:
+    # None: $RAY_ADDRESS if set (`ray job submit`), else an embedded local cluster.
+    address: str | None = None
+    # Local cluster only. num_gpus None: as many logical GPUs as the plan needs (CPU boxes).
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    # GPU share of each model. 1.0: a GPU of its own; 0.5: two models on one GPU (they run one
+    # after another); 2.0: two GPUs for one model (tensor parallel engines).
+    weak_gpu: float = 1.0
+    strong_gpu: float = 1.0
+    # CPUs reserved per model actor; None: spread the cluster's CPUs over the actors, keeping
+    # `reserve_cpus` free for Ray Data tasks and the driver.
+    cpus_per_actor: float | None = None
+    reserve_cpus: float = 0.5
+    strategy: str = "PACK"  # placement group strategy: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    ready_timeout_s: float = 600.0
+    max_restarts: int = 3  # an actor that dies is restarted ...
+    max_task_retries: int = 3  # ... and its in-flight calls retried, so no rows are lost
+    namespace: str = "w2s"
+
+    def __post_init__(self):
+        for name in ("weak_gpu", "strong_gpu"):
+            share = getattr(self, name)
+            if not (0 < share <= 1 and (1 / share) == int(1 / share)) and not (share >= 1 and share == int(share)):
+                raise ValueError(f"cluster.{name}: must be 1/n (0.5, 0.25, ...) or a whole number of GPUs, got {share}")
+        if self.strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+            raise ValueError(f"cluster.strategy: unknown placement strategy {self.strategy!r}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError("cluster.num_cpus: must be >= 1")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            raise ValueError("cluster.num_gpus: must be >= 0")
+        if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
+            raise ValueError("cluster.cpus_per_actor: must be > 0")
+        if self.ready_timeout_s <= 0:
+            raise ValueError("cluster.ready_timeout_s: must be > 0")
+        if self.max_restarts < 0 or self.max_task_retries < 0:
+            raise ValueError("cluster.max_restarts / max_task_retries: must be >= 0")

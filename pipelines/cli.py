@@ -1,0 +1,67 @@
+"""The `w2s` command line.
+
+    w2s setup                                     # embedded models and datasets (idempotent)
+    w2s data --config configs/quickstart.yaml     # seeded splits
+    w2s annotate --config configs/quickstart.yaml annotate.method=reliability
+    w2s run configs/quickstart.yaml run_dir=runs/x
+
+Every command takes a YAML config (positional or --config) and key=value overrides that win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _load(args):
+    from pipelines.config import load_config
+    from pipelines.run import RunConfig
+
+    path = args.config or args.config_pos
+    if not path:
+        raise ValueError("a config file is needed: w2s <command> --config FILE [key=value ...]")
+    return load_config(RunConfig, path, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    parser = argparse.ArgumentParser(prog="w2s", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="fetch and convert the embedded models and datasets")
+    for name, help_ in (("data", "build the seeded data splits"), ("annotate", "weak annotation with Ray Data"),
+                        ("run", "the end-to-end job")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("config_pos", nargs="?", metavar="CONFIG")
+        p.add_argument("--config", "-c")
+        p.add_argument("overrides", nargs="*", metavar="key=value")
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "setup":
+        from actors.embedded import setup_all
+
+        setup_all(_log)
+        return 0
+    # argparse puts a first key=value into config_pos when --config is given
+    if args.config and args.config_pos and "=" in args.config_pos:
+        args.overrides.insert(0, args.config_pos)
+        args.config_pos = None
+    args.overrides += extra
+    try:
+        cfg = _load(args)
+    except ValueError as e:
+        print(f"w2s: bad config: {e}", file=sys.stderr)
+        return 2
+    from pipelines import run as runmod
+
+    until = {"data": "data", "annotate": "weak_labels", "run": None}[args.command]
+    runmod.run(cfg, _log, until=until)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
