@@ -72,23 +72,20 @@ def load_tokenizer(spec: str):
     src = resolve(spec)
     if src.kind == "embedded":
         verify_model_dir(Path(src.path), src.spec.split(":", 1)[1])
-    key = _TINY_TOKENIZER[src.path] if src.kind == "tiny" else src.path
-    return _cached_tokenizer(src.kind, key, src.spec)
+    if src.kind == "tiny":
+        path = model_dir(_TINY_TOKENIZER[src.path])
+        if not (path / "tokenizer_config.json").is_file():
+            raise EmbeddedError(f"{src.spec} uses the tokenizer of embedded:{_TINY_TOKENIZER[src.path]}, which is "
+                                "not set up: run `w2s setup`")
+        src = ModelSource(str(path), "local", str(path))  # one cache entry for every seed
+    return _cached_tokenizer(src)
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_tokenizer(kind: str, key: str, spec: str):
+def _cached_tokenizer(src: ModelSource):
     from transformers import AutoTokenizer
 
-    src = resolve(spec)
-    if src.kind == "tiny":
-        name = _TINY_TOKENIZER[src.path]
-        path = model_dir(name)
-        if not (path / "tokenizer_config.json").is_file():
-            raise EmbeddedError(f"tiny:{src.path} uses the tokenizer of embedded:{name}, which is not set up: run `w2s setup`")
-        tok = AutoTokenizer.from_pretrained(path)
-    else:
-        tok = _hub_guard(src, lambda: AutoTokenizer.from_pretrained(src.path))
+    tok = _hub_guard(src, lambda: AutoTokenizer.from_pretrained(src.path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok

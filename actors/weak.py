@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
-from actors.backend import BackendConfig, make_backend
+from actors.backend import BackendConfig
+from actors.base import BackendActor
 from actors.registry import resolve
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -49,24 +49,7 @@ class WeakConfig:
         return [m.weight / total for m in self.models]
 
 
-class WeakActor:
+class WeakActor(BackendActor):
     """Scores option-choice prompts with one weak model. Created by a WorkerGroup."""
 
-    def __init__(self, name: str, spec: str, backend: BackendConfig):
-        self.name = name
-        self.backend = make_backend(spec, backend)
-
-    def ready(self) -> dict:
-        import ray
-
-        return {"name": self.name, "pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), **self.backend.info()}
-
-    def score_options(self, texts: list[str], labels: list[list[str]], chat: bool = False):
-        return self.backend.score_options(texts, labels, chat)
-
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str]):
-        return self.backend.sequence_logprobs(prompts, continuations)
-
-    def tokens_seen(self) -> int:
-        return getattr(self.backend, "tokens_seen", 0)
+    role = "weak"

@@ -1,0 +1,33 @@
+"""What every model-role actor shares: a backend, a readiness report, batched scoring calls."""
+
+from __future__ import annotations
+
+import os
+
+from actors.backend import BackendConfig, make_backend
+
+
+class BackendActor:
+    """Holds one model backend inside a Ray actor. Roles subclass it with their own methods."""
+
+    role = "model"
+
+    def __init__(self, name: str, spec: str, backend: BackendConfig):
+        self.name = name
+        self.backend = make_backend(spec, backend)
+
+    def ready(self) -> dict:
+        import ray
+
+        return {"role": self.role, "name": self.name, "pid": os.getpid(),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), **self.backend.info()}
+
+    def score_options(self, texts: list[str], labels: list[list[str]], chat: bool = False):
+        return self.backend.score_options(texts, labels, chat)
+
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str]):
+        return self.backend.sequence_logprobs(prompts, continuations)
+
+    def tokens_seen(self) -> int:
+        return getattr(self.backend, "tokens_seen", 0)

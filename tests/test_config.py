@@ -1,0 +1,65 @@
+"""Config loading: YAML values, key=value overrides, errors that name the field."""
+
+import pytest
+
+from pipelines.config import apply_overrides, load_config
+from pipelines.run import RunConfig
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = "weak:\n  models:\n    - {spec: 'tiny:llama'}\n"
+
+
+def test_overrides_win_and_nest(tmp_path):
+    cfg = load_config(RunConfig, _write(tmp_path, BASE + "annotate: {method: naive}\n"),
+                      ["annotate.method=reliability", "weak.models.0.weight=2", "weak.models.1.spec=tiny:llama:2",
+                       "cluster.weak_gpu=0.5", "data.held_out=7"])
+    assert cfg.annotate.method == "reliability"
+    assert [m.spec for m in cfg.weak.models] == ["tiny:llama", "tiny:llama:2"]
+    assert cfg.weak.models[0].weight == 2.0 and cfg.weak.weights == pytest.approx([2 / 3, 1 / 3])
+    assert cfg.cluster.weak_gpu == 0.5 and cfg.data.held_out == 7
+    assert [m.name for m in cfg.weak.models] == ["llama", "llama-2"]
+
+
+@pytest.mark.parametrize("text,overrides,message", [
+    (BASE, ["annotate.methd=naive"], "annotate.methd: unknown field"),
+    (BASE, ["annotate.method=vote"], "annotate.method: must be one of"),
+    (BASE, ["data.held_out=many"], "data.held_out: expected int"),
+    (BASE, ["cluster.weak_gpu=0.3"], "cluster.weak_gpu"),
+    (BASE, ["weak.models.0.spec=nope:model"], "unknown model spec scheme"),
+    (BASE, ["weak.models.0.spec=embedded:gpt5"], "unknown embedded model"),
+    (BASE, ["weak.models.0.weight=-1"], "weight: must be > 0"),
+    (BASE, ["weak.models.1.spec=tiny:llama"], "duplicate name"),
+    ("run_dir: x\n", [], "weak"),
+    ("weak: {models: []}\n", [], "weak.models: at least one"),
+    (BASE, ["weak.models.5.spec=x"], "index '5' out of range"),
+    (BASE, ["annotate"], "must look like key=value"),
+    ("- just\n- a list\n", [], "mapping at top level"),
+    ("weak: [unclosed\n", [], "not valid YAML"),
+])
+def test_bad_config_names_the_field(tmp_path, text, overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        load_config(RunConfig, _write(tmp_path, text), overrides)
+
+
+def test_missing_file_is_clear():
+    with pytest.raises(ValueError, match="file not found"):
+        load_config(RunConfig, "/nonexistent/c.yaml")
+
+
+def test_apply_overrides_parses_yaml_values():
+    d = apply_overrides({}, ["a.b=[1, 2]", "a.c=true", "a.d=null", "e=0.25"])
+    assert d == {"a": {"b": [1, 2], "c": True, "d": None}, "e": 0.25}
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(root.glob("*.yaml")):
+        load_config(RunConfig, path)
