@@ -51,6 +51,33 @@ class ModelBackend(abc.ABC):
         """Device, dtype and model facts for logs and placement checks."""
 
 
+def encode_prompts(tok, texts: list[str], chat: bool, max_length: int, spec: str = "") -> list[list[int]]:
+    """Token ids per prompt (chat template applied when asked), cut from the left to max_length.
+    Both backends use this, so HF and vLLM score exactly the same tokens."""
+    if chat:
+        if not tok.chat_template:
+            raise ValueError(f"template.chat: model {spec!r} has no chat template")
+        texts = [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+                 for t in texts]
+    enc = tok(texts, add_special_tokens=not chat)["input_ids"]  # a chat template holds its own specials
+    return [ids[-max_length:] for ids in enc]
+
+
+def label_token_ids(tok, labels: list[str], cache: dict[str, int]) -> list[int]:
+    """First token of each option label (e.g. ' A'); the labels of one row must differ in it."""
+    ids = []
+    for label in labels:
+        if label not in cache:
+            enc = tok.encode(label, add_special_tokens=False)
+            if not enc:
+                raise ValueError(f"option label {label!r} tokenizes to nothing")
+            cache[label] = enc[0]
+        ids.append(cache[label])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"option labels {labels} share a first token; use distinct labels (letters)")
+    return ids
+
+
 def cpu_supports_bf16() -> bool:
     try:
         flags = open("/proc/cpuinfo").read()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from actors.backend import BackendConfig, ModelBackend, default_threads, resolve_dtype
+from actors.backend import (BackendConfig, ModelBackend, default_threads, encode_prompts, label_token_ids,
+                            resolve_dtype)
 from actors.registry import load_model
 
 
@@ -32,26 +33,6 @@ class HFBackend(ModelBackend):
         return {"spec": self.spec, "device": self.device, "dtype": str(self.dtype).replace("torch.", ""),
                 "params": n_params, "non_embedding_params": n_params - n_embed,
                 "threads": torch.get_num_threads(), "config": _arch(self.model.config)}
-
-    def label_token(self, label: str) -> int:
-        """First token id of an option label (e.g. ' A'); labels of one row must differ in it."""
-        if label not in self._label_cache:
-            ids = self.tok.encode(label, add_special_tokens=False)
-            if not ids:
-                raise ValueError(f"option label {label!r} tokenizes to nothing")
-            self._label_cache[label] = ids[0]
-        return self._label_cache[label]
-
-    def _encode(self, texts: list[str], chat: bool = False) -> list[list[int]]:
-        if chat:
-            if not self.tok.chat_template:
-                raise ValueError(f"template.chat: model {self.spec!r} has no chat template")
-            texts = [self.tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
-                                                  tokenize=False) for t in texts]
-            enc = self.tok(texts, add_special_tokens=False)["input_ids"]  # the template holds them
-        else:
-            enc = self.tok(texts, add_special_tokens=True)["input_ids"]
-        return [ids[-self.cfg.max_length:] for ids in enc]
 
     def _micro_batches(self, lengths: list[int]):
         """Indices grouped so that (rows x longest row) <= max_batch_tokens, shortest first."""
@@ -81,13 +62,8 @@ class HFBackend(ModelBackend):
     def score_options(self, texts: list[str], labels: list[list[str]], chat: bool = False) -> list[np.ndarray]:
         if len(texts) != len(labels):
             raise ValueError("score_options: texts and labels differ in length")
-        label_ids = []
-        for row_labels in labels:
-            ids = [self.label_token(lb) for lb in row_labels]
-            if len(set(ids)) != len(ids):
-                raise ValueError(f"option labels {row_labels} share a first token; use distinct labels (letters)")
-            label_ids.append(ids)
-        seqs = self._encode(texts, chat)
+        label_ids = [label_token_ids(self.tok, row, self._label_cache) for row in labels]
+        seqs = encode_prompts(self.tok, texts, chat, self.cfg.max_length, self.spec)
         out: list[np.ndarray | None] = [None] * len(texts)
         for batch in self._micro_batches([len(s) for s in seqs]):
             ids, mask, pos = self._pad_left([seqs[i] for i in batch])
