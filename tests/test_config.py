@@ -63,3 +63,17 @@ def test_shipped_configs_validate():
     root = Path(__file__).resolve().parents[1] / "configs"
     for path in sorted(root.glob("*.yaml")):
         load_config(RunConfig, path)
+
+
+def test_cli_rejects_bad_config_with_exit_2(capsys):
+    from pathlib import Path
+
+    from pipelines.cli import main
+
+    tiny = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    assert main(["annotate", "--config", tiny, "annotate.method=bogus"]) == 2
+    assert "bad config: annotate.method: must be one of" in capsys.readouterr().err
+    assert main(["run", tiny, "cluster.strategy=NOPE"]) == 2
+    assert "cluster.strategy: unknown placement strategy" in capsys.readouterr().err
+    assert main(["data"]) == 2
+    assert "a config file is needed" in capsys.readouterr().err
