@@ -186,12 +186,14 @@ def verify_model_dir(directory: Path, name: str) -> None:
     if not manifest_path.is_file():
         raise EmbeddedError(f"embedded model {name!r} is not set up ({directory}): run `w2s setup` first")
     manifest = json.loads(manifest_path.read_text())
+    for old in directory.glob(".verified-*"):  # stamps of earlier versions ended in .safetensors,
+        old.unlink()  # which vLLM then tried to load as weights
     for fname, sha in manifest["files"].items():
         path = directory / fname
         if not path.is_file():
             raise EmbeddedError(f"embedded model {name!r}: missing {path}; re-run `w2s setup`")
         st = path.stat()
-        stamp = directory / f".verified-{fname}"
+        stamp = directory / f".{fname}.verified"  # must not end in .safetensors (vLLM globs them)
         key = f"{st.st_size}:{st.st_mtime_ns}:{sha}"
         if stamp.is_file() and stamp.read_text() == key:
             continue

@@ -24,6 +24,9 @@ class HFBackend(ModelBackend):
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.model, self.tok = load_model(spec, "causal_lm", dtype=self.dtype, device=self.device)
         self.model.eval()
+        if cfg.compile:
+            # dynamic: batches differ in rows and length; one graph serves them all
+            self.model = torch.compile(self.model, dynamic=True)
         self._label_cache: dict[str, int] = {}
         self.tokens_seen = 0  # prompt tokens run through the model (throughput accounting)
 
