@@ -40,14 +40,8 @@ class HFBackend(ModelBackend):
     def _micro_batches(self, lengths: list[int]):
         """Indices grouped so that (rows x longest row) <= max_batch_tokens, shortest first."""
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        batch: list[int] = []
-        for i in order:
-            if batch and (len(batch) + 1) * lengths[i] > self.cfg.max_batch_tokens:
-                yield batch
-                batch = []
-            batch.append(i)
-        if batch:
-            yield batch
+        for start, end in bucket_bounds([lengths[i] for i in order], self.cfg.max_batch_tokens):
+            yield order[start:end]
 
     def _pad_left(self, seqs: list[list[int]]):
         width = max(len(s) for s in seqs)
@@ -102,6 +96,29 @@ class HFBackend(ModelBackend):
                 out[i] = (float(tok_logp[r, -conts[i]:].sum()), conts[i])
             self.tokens_seen += int(mask.sum())
         return out  # type: ignore[return-value]
+
+
+def bucket_bounds(sorted_lengths: list[int], budget: int, overhead: int | None = None) -> list[tuple[int, int]]:
+    """Split length-sorted rows into contiguous micro-batches with rows x longest <= budget,
+    minimising padded tokens + `overhead` per forward call (small batches run matmuls far below
+    peak on CPU, so each call is charged budget/8 token-equivalents). Dynamic programming, O(n x w)."""
+    n = len(sorted_lengths)
+    overhead = budget // 8 if overhead is None else overhead
+    best = [0.0] + [float("inf")] * n  # best[j]: cost of batching rows [0, j)
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = sorted_lengths[j - 1]
+        for i in range(j - 1, -1, -1):  # batch = rows [i, j); a single row is always allowed
+            if i < j - 1 and (j - i) * longest > budget:
+                break
+            cost = best[i] + (j - i) * longest + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    bounds, j = [], n
+    while j > 0:
+        bounds.append((cut[j], j))
+        j = cut[j]
+    return bounds[::-1]
 
 
 def _arch(config) -> dict:

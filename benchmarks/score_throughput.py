@@ -10,7 +10,8 @@ Measures, on the same BoolQ held-out rows and prompts:
   stage     the annotation stage (Ray Data + weak actors in a placement group) with 1, 2, 4
             weak models (copies of SmolLM2-135M-Instruct), and 1 model on 2x the rows.
 Model FLOPs count useful (unpadded) tokens: 2 * non-embedding params per token, plus attention
-4 * layers * seq_len * hidden per token, plus the answer-position output projection per row.
+4 * layers * seq_len * hidden per token (PaLM's MFU convention), plus the answer-position output
+projection per row. The stage rows count every weak model's FLOPs.
 Prints a Markdown table and writes it with a PNG plot to --out.
 """
 
@@ -49,7 +50,8 @@ def matmul_peak(dtype, n=2048, reps=20) -> float:
 
 def model_flops(cfg: dict, non_embed: int, lengths: list[int], vocab_rows: int) -> float:
     per_token = 2 * non_embed
-    attn = sum(4 * cfg["num_hidden_layers"] * L * L * cfg["hidden_size"] / 2 for L in lengths)  # causal
+    # PaLM's convention: attention 4 * layers * seq_len * hidden per token, no causal halving
+    attn = sum(4 * cfg["num_hidden_layers"] * L * L * cfg["hidden_size"] for L in lengths)
     return per_token * sum(lengths) + attn + 2 * cfg["hidden_size"] * vocab_rows
 
 
@@ -83,12 +85,16 @@ def bench_baseline(texts, labels, threads):
     return time.perf_counter() - t, n_tok
 
 
-def bench_backend(texts, labels, threads, dtype="auto", max_batch_tokens=8192):
+def bench_backend(texts, labels, threads, dtype="auto", compile=False, max_batch_tokens=4096):
     from actors.backend import BackendConfig
     from actors.hf_backend import HFBackend
 
-    b = HFBackend(SPEC, BackendConfig(dtype=dtype, threads=threads, max_batch_tokens=max_batch_tokens))
-    b.score_options(texts[:8], labels[:8])  # warm-up
+    b = HFBackend(SPEC, BackendConfig(dtype=dtype, threads=threads, max_batch_tokens=max_batch_tokens,
+                                      compile=compile))
+    for _ in range(2):  # warm-up: the one-time compile, then the recompiles new shapes trigger
+        t = time.perf_counter()
+        b.score_options(texts, labels)
+        print(f"  warm-up pass {time.perf_counter() - t:.1f} s", flush=True)
     b.tokens_seen = 0
     t = time.perf_counter()
     b.score_options(texts, labels)
@@ -103,7 +109,7 @@ def bench_stage(n_models: int, rows: int, workdir: Path):
     root = Path(__file__).resolve().parents[1]
     over = [f"run_dir={workdir / f'm{n_models}_r{rows}'}", "data.source=embedded:boolq", f"data.held_out={rows}",
             "data.weak_train=500", "data.test=0", "data.shard_rows=16", "data.max_prompt_chars=1200",
-            "annotate.method=ensemble", "annotate.batch_rows=16", f"annotate.max_in_flight={max(2, n_models)}",
+            "annotate.method=ensemble", "annotate.batch_rows=32", f"annotate.max_in_flight={max(2, n_models)}",
             f"template.template={json.dumps(TEMPLATE['template'])}", "template.chat=false",
             "template.label_prefix=' '"]
     for i in range(n_models):
@@ -114,8 +120,13 @@ def bench_stage(n_models: int, rows: int, workdir: Path):
 
 
 def main():
+    from cluster.config import MALLOC_ENV
+
+    if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+        # the in-process backend runs need the same allocator settings the actors get
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=96)
+    ap.add_argument("--rows", type=int, default=128)
     ap.add_argument("--models", default="1,2,4")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -140,6 +151,9 @@ def main():
     results.append(("backend bf16, buckets, answer-position logits", len(texts), secs, b_tok, fl,
                     info["dtype"]))
     print(f"backend: {len(texts) / secs:.1f} rows/s, MFU bf16 {fl / secs / 1e9 / peak16:.1%}", flush=True)
+    secs_c, c_tok, _ = bench_backend(texts, labels, args.threads, compile=True)
+    results.append(("backend bf16 + torch.compile", len(texts), secs_c, c_tok, fl, info["dtype"]))
+    print(f"backend compiled: {len(texts) / secs_c:.1f} rows/s, MFU bf16 {fl / secs_c / 1e9 / peak16:.1%}", flush=True)
     secs32, t32, _ = bench_backend(texts, labels, args.threads, dtype="float32")
     results.append(("backend fp32, buckets, answer-position logits", len(texts), secs32, t32, fl, "float32"))
 
@@ -149,6 +163,11 @@ def main():
 
     stage_rows = []
     if not args.skip_stage:
+        from cluster.config import ClusterConfig
+        from cluster.connect import connect
+
+        # declare the largest plan's logical GPUs up front: a local cluster cannot grow later
+        connect(ClusterConfig(num_cpus=os.cpu_count()), max(int(x) for x in args.models.split(",")))
         work = Path(tempfile.mkdtemp(prefix="w2s-bench-"))
         try:
             for n in [int(x) for x in args.models.split(",")]:

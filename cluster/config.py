@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+# glibc returns large freed blocks to the OS and mmaps fresh (zeroed) pages for the next batch;
+# with batches of varying shape that cost ~10% of a CPU forward (docs/measurements.md).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+              "MALLOC_TOP_PAD_": "1073741824"}
 
 
 @dataclass
@@ -25,6 +30,8 @@ class ClusterConfig:
     max_restarts: int = 3  # an actor that dies is restarted ...
     max_task_retries: int = 3  # ... and its in-flight calls retried, so no rows are lost
     namespace: str = "w2s"
+    # environment of model actors (set at process start, via the actor's runtime_env)
+    actor_env: dict[str, str] = field(default_factory=lambda: dict(MALLOC_ENV))
 
     def __post_init__(self):
         for name in ("weak_gpu", "strong_gpu"):

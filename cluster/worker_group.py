@@ -55,7 +55,7 @@ class WorkerGroup:
                 max_restarts=self.cfg.max_restarts,
                 max_task_retries=self.cfg.max_task_retries,
                 scheduling_strategy=strategy,
-                name=None,
+                runtime_env={"env_vars": dict(self.cfg.actor_env)} if self.cfg.actor_env else None,
             ).remote(**kwargs))
         remaining = max(self.cfg.ready_timeout_s - (time.time() - t0), 1.0)
         refs = [a.ready.remote() for a in self.actors]
