@@ -52,6 +52,12 @@ class ModelBackend(abc.ABC):
         """(sum of log p(continuation tokens | prompt), number of continuation tokens) per row."""
 
     @abc.abstractmethod
+    def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
+                 temperature: float = 0.0, seed: int = 0, chat: bool = False) -> list[list[tuple[str, float]]]:
+        """num_samples continuations per prompt (greedy when temperature == 0), each with the sum of
+        its tokens' log-probabilities under the model (temperature 1, before sampling)."""
+
+    @abc.abstractmethod
     def info(self) -> dict:
         """Device, dtype and model facts for logs and placement checks."""
 

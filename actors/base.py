@@ -29,5 +29,9 @@ class BackendActor:
     def sequence_logprobs(self, prompts: list[str], continuations: list[str]):
         return self.backend.sequence_logprobs(prompts, continuations)
 
+    def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
+                 temperature: float = 0.0, seed: int = 0, chat: bool = False):
+        return self.backend.generate(prompts, num_samples, max_new_tokens, temperature, seed, chat)
+
     def tokens_seen(self) -> int:
         return getattr(self.backend, "tokens_seen", 0)

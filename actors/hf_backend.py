@@ -37,10 +37,10 @@ class HFBackend(ModelBackend):
                 "params": n_params, "non_embedding_params": n_params - n_embed,
                 "threads": torch.get_num_threads(), "config": _arch(self.model.config)}
 
-    def _micro_batches(self, lengths: list[int]):
-        """Indices grouped so that (rows x longest row) <= max_batch_tokens, shortest first."""
+    def _micro_batches(self, lengths: list[int], budget: int | None = None):
+        """Indices grouped so that (rows x longest row) <= budget (max_batch_tokens), shortest first."""
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        for start, end in bucket_bounds([lengths[i] for i in order], self.cfg.max_batch_tokens):
+        for start, end in bucket_bounds([lengths[i] for i in order], budget or self.cfg.max_batch_tokens):
             yield order[start:end]
 
     def _pad_left(self, seqs: list[list[int]]):
@@ -96,6 +96,43 @@ class HFBackend(ModelBackend):
                 out[i] = (float(tok_logp[r, -conts[i]:].sum()), conts[i])
             self.tokens_seen += int(mask.sum())
         return out  # type: ignore[return-value]
+
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
+                 temperature: float = 0.0, seed: int = 0, chat: bool = False) -> list[list[tuple[str, float]]]:
+        if temperature == 0 and num_samples > 1:
+            raise ValueError("generate: greedy decoding gives one sequence; use temperature > 0 for samples")
+        seqs = encode_prompts(self.tok, prompts, chat, self.cfg.max_length - max_new_tokens, self.spec)
+        torch.manual_seed(seed)
+        out: list[list[tuple[str, float]] | None] = [None] * len(prompts)
+        budget = max(1, self.cfg.max_batch_tokens // num_samples)
+        for batch in self._micro_batches([len(s) + max_new_tokens for s in seqs], budget):
+            ids, mask, _ = self._pad_left([seqs[i] for i in batch])
+            gen = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+                num_return_sequences=num_samples, output_logits=True, return_dict_in_generate=True,
+                pad_token_id=self.tok.pad_token_id)
+            new = gen.sequences[:, ids.shape[1]:]
+            # log p of each chosen token from the raw logits (generation config processors excluded)
+            logp = torch.stack(gen.logits, 1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+            alive = _before_eos(new, self.tok.eos_token_id, self.tok.pad_token_id)
+            for r, i in enumerate(batch):
+                rows = range(r * num_samples, (r + 1) * num_samples)
+                out[i] = [(self.tok.decode(new[j][alive[j]], skip_special_tokens=True),
+                           float(logp[j][alive[j]].sum())) for j in rows]
+            self.tokens_seen += int(mask.sum()) * num_samples + int(alive.sum())
+        return out  # type: ignore[return-value]
+
+
+def _before_eos(new: torch.Tensor, eos_id, pad_id) -> torch.Tensor:
+    """Mask of generated tokens up to and including the first end token (padding after it)."""
+    stop = torch.zeros_like(new, dtype=torch.bool)
+    for t in {eos_id, pad_id} - {None}:
+        stop |= new == t
+    after = (stop.cumsum(1) - stop.long()) > 0  # strictly after the first stop token
+    return ~after
 
 
 def bucket_bounds(sorted_lengths: list[int], budget: int, overhead: int | None = None) -> list[tuple[int, int]]:

@@ -1,4 +1,5 @@
-"""vLLM backend (optional extra `w2s[vllm]`, GPU clusters): option scoring, prompt log-probabilities.
+"""vLLM backend (optional extra `w2s[vllm]`, GPU clusters): option scoring, prompt log-probabilities,
+generation.
 
 Prompts are tokenized with the same code as the HF backend (`encode_prompts`) and passed as token
 ids, so both backends score the same tokens. Option scoring asks for one generated token with
@@ -65,6 +66,19 @@ class VLLMBackend(ModelBackend):
             p = np.exp(lp - lp.max())
             result.append(p / p.sum())
         return result
+
+    def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
+                 temperature: float = 0.0, seed: int = 0, chat: bool = False) -> list[list[tuple[str, float]]]:
+        from vllm import SamplingParams
+
+        if temperature == 0 and num_samples > 1:
+            raise ValueError("generate: greedy decoding gives one sequence; use temperature > 0 for samples")
+        seqs = encode_prompts(self.tok, prompts, chat, self.cfg.max_length - max_new_tokens, self.spec)
+        # logprobs=0: vLLM accumulates the chosen tokens' log-probabilities (cumulative_logprob)
+        params = SamplingParams(n=num_samples, temperature=temperature, max_tokens=max_new_tokens, seed=seed,
+                                logprobs=0, skip_special_tokens=True)
+        outs = self.llm.generate(self._prompts(seqs), params, use_tqdm=False)
+        return [[(c.text, float(c.cumulative_logprob or 0.0)) for c in out.outputs] for out in outs]
 
     def sequence_logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
         from vllm import SamplingParams

@@ -117,3 +117,28 @@ def test_bad_checksum_and_missing_setup(tmp_path, monkeypatch):
         verify_model_dir(d, "all-minilm-l6-v2")
     with pytest.raises(EmbeddedError, match="bad checksum"):
         load_model("embedded:all-minilm-l6-v2", head="encoder")
+
+
+def test_generate_greedy_matches_manual_decoding_and_samples_are_seeded():
+    b = HFBackend("tiny:llama:6", BackendConfig(dtype="float32"))
+    prompts = ["Once upon a time", "The weak model said"]
+    out = b.generate(prompts, max_new_tokens=6)
+    for prompt, [(text, lp)] in zip(prompts, out):
+        ids = b.tok(prompt, return_tensors="pt").input_ids
+        total, new = 0.0, []
+        with torch.no_grad():
+            for _ in range(6):
+                logp = torch.log_softmax(b.model(ids).logits[0, -1].float(), -1)
+                nxt = int(logp.argmax())
+                total += float(logp[nxt])
+                new.append(nxt)
+                if nxt == b.tok.eos_token_id:
+                    break
+                ids = torch.cat([ids, torch.tensor([[nxt]])], 1)
+        assert text == b.tok.decode(new, skip_special_tokens=True)
+        assert lp == pytest.approx(total, abs=1e-4)
+    s1 = b.generate(prompts, num_samples=3, max_new_tokens=5, temperature=1.0, seed=7)
+    assert [len(x) for x in s1] == [3, 3] and s1 == b.generate(prompts, num_samples=3, max_new_tokens=5,
+                                                                temperature=1.0, seed=7)
+    with pytest.raises(ValueError, match="greedy decoding gives one sequence"):
+        b.generate(prompts, num_samples=2)

@@ -32,3 +32,10 @@ def test_sequence_logprobs_agree_with_hf(backends):
     prompts, conts = ["The capital of France is", "Water boils at"], [" Paris.", " 100 degrees"]
     for (a, n), (b, m) in zip(hf.sequence_logprobs(prompts, conts), vl.sequence_logprobs(prompts, conts)):
         assert n == m and a == pytest.approx(b, abs=2e-2)
+
+
+def test_greedy_generation_agrees_with_hf(backends):
+    hf, vl = backends
+    prompts = ["The capital of France is", "List three colors:"]
+    for [(a, la)], [(b, lb)] in zip(hf.generate(prompts, max_new_tokens=8), vl.generate(prompts, max_new_tokens=8)):
+        assert a == b and la == pytest.approx(lb, abs=2e-2)
