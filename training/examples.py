@@ -1,0 +1,70 @@
+"""Training examples for the option-choice heads, built from data splits or weak labels.
+
+An example is a rendered prompt with its option labels and targets in *shown-position* space
+(position j of the prompt shows option order[j]); every loss picks the fields it needs:
+  target       hard label (ground truth, or the weak label)
+  soft         the weak ensemble's probabilities (soft cross-entropy, aux loss with soft targets)
+  weak_labels  each weak model's argmax [N]           (seed 003 Eq. 2)
+  weak_probs   each weak model's probabilities [N, K] (seed 003 Eq. 4)
+  weight       per-example loss weight (seed 001 Eq. 5 reliability S_prob; 1 otherwise)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.prompts import TemplateConfig, render
+
+GROUND_TRUTH = "ground_truth"
+W2S_METHODS = ("naive", "soft", "aux_conf", "ensemble", "bayes", "rel_filter", "rel_reweight")
+
+
+def _example(row: dict, order, template: TemplateConfig, **targets) -> dict:
+    text, labels = render(row["prompt"], row["options"], order, template)
+    return {"id": row["id"], "text": text, "labels": labels, **targets}
+
+
+def ground_truth_examples(rows: list[dict], template: TemplateConfig) -> list[dict]:
+    """Ceiling and weak supervisors: the true label, options in their original order."""
+    out = []
+    for r in rows:
+        if r["label"] is None:
+            continue
+        k = len(r["options"])
+        onehot = [0.0] * k
+        onehot[r["label"]] = 1.0
+        out.append(_example(r, range(k), template, target=r["label"], soft=onehot, weak_labels=[r["label"]],
+                            weak_probs=[onehot], weight=1.0))
+    if not out:
+        raise ValueError("no labelled rows to train on")
+    return out
+
+
+def weak_label_examples(rows: list[dict], method: str, names: list[str], template: TemplateConfig) -> list[dict]:
+    """W2S training data from weak_labels rows (pipelines.annotate.read_weak_labels(...).to_pylist())."""
+    if method not in W2S_METHODS:
+        raise ValueError(f"strong.methods: unknown method {method!r} (known: {W2S_METHODS})")
+    if method.startswith("rel_") and not rows[0].get("perms"):
+        raise ValueError(f"strong.methods: {method} needs weak labels made with annotate.method=reliability")
+    out = []
+    for r in rows:
+        k = len(r["options"])
+        if method in ("rel_filter", "rel_reweight"):
+            if method == "rel_filter" and not r["kept"]:
+                continue  # seed 001 section 4.2: only rows with S_ent <= tau
+            perms = r["perms"]
+            for i, answer in enumerate(r["answers"]):  # answers: model-major x option orders
+                order = perms[i % len(perms)]
+                weight = r["reliability"][i] if method == "rel_reweight" else 1.0
+                out.append(_example(r, order, template, target=list(order).index(answer), soft=None,
+                                    weak_labels=None, weak_probs=None, weight=weight))
+            continue
+        per_model = [r[f"probs_{n}"] for n in names]
+        out.append(_example(r, range(k), template, target=r["weak_label"], soft=list(r["weak_probs"]),
+                            weak_labels=[int(np.argmax(p)) for p in per_model],
+                            weak_probs=[list(p) for p in per_model], weight=1.0))
+    if not out:
+        raise ValueError(f"no training examples for method {method}")
+    return out
+
+
