@@ -13,6 +13,7 @@ import numpy as np
 @dataclass
 class BackendConfig:
     kind: str = "hf"  # hf | vllm
+    head: str = "lm"  # lm: the option label is the next token; classifier: a K-way classification head
     dtype: str = "auto"  # auto (bf16 where the CPU/GPU supports it, else fp32) | bfloat16 | float16 | float32
     max_length: int = 1024  # tokens per sequence; longer prompts lose their start
     # padded tokens per forward micro-batch (rows bucketed by length). 4096 measured best on a
@@ -27,6 +28,10 @@ class BackendConfig:
     def __post_init__(self):
         if self.kind not in ("hf", "vllm"):
             raise ValueError(f"backend.kind: must be hf or vllm, got {self.kind!r}")
+        if self.head not in ("lm", "classifier"):
+            raise ValueError(f"backend.head: must be lm or classifier, got {self.head!r}")
+        if self.head == "classifier" and self.kind != "hf":
+            raise ValueError("backend.head: classifier heads run on the hf backend")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ValueError(f"backend.dtype: must be auto|bfloat16|float16|float32, got {self.dtype!r}")
         if self.max_length < 8:
@@ -48,8 +53,22 @@ class ModelBackend(abc.ABC):
         chat: wrap each text as the user turn of the model's chat template first."""
 
     @abc.abstractmethod
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str],
+                          chat: bool = False) -> list[tuple[float, int]]:
         """(sum of log p(continuation tokens | prompt), number of continuation tokens) per row."""
+
+    def score_texts(self, texts: list[str], answers: list[list[str]], chat: bool = False) -> list[np.ndarray]:
+        """P(option | text) from each option text's length-normalised log-likelihood
+        s_k = (1/|y_k|) sum_i log p(y_k,i | x, y_k,<i) (seed 001 Eq. 1), softmax over the row's options."""
+        prompts = [t for t, row in zip(texts, answers) for _ in row]
+        flat = self.sequence_logprobs(prompts, [a for row in answers for a in row], chat)
+        out, pos = [], 0
+        for row in answers:
+            s = np.array([lp / n for lp, n in flat[pos:pos + len(row)]])
+            pos += len(row)
+            e = np.exp(s - s.max())
+            out.append(e / e.sum())
+        return out
 
     @abc.abstractmethod
     def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,

@@ -23,11 +23,14 @@ class BackendActor:
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), **self.backend.info()}
 
-    def score_options(self, texts: list[str], labels: list[list[str]], chat: bool = False):
+    def score_options(self, texts: list[str], labels: list[list[str]], chat: bool = False, answer: str = "label"):
+        """Option probabilities: one label token per option (answer=label) or the options' texts (text)."""
+        if answer == "text":
+            return self.backend.score_texts(texts, labels, chat)
         return self.backend.score_options(texts, labels, chat)
 
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str]):
-        return self.backend.sequence_logprobs(prompts, continuations)
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str], chat: bool = False):
+        return self.backend.sequence_logprobs(prompts, continuations, chat)
 
     def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
                  temperature: float = 0.0, seed: int = 0, chat: bool = False):

@@ -22,7 +22,8 @@ class HFBackend(ModelBackend):
         if self.device == "cpu":
             torch.set_num_threads(default_threads(cfg))
         self.dtype = resolve_dtype(cfg.dtype, self.device)
-        self.model, self.tok = load_model(spec, "causal_lm", dtype=self.dtype, device=self.device)
+        head = "classifier" if cfg.head == "classifier" else "causal_lm"
+        self.model, self.tok = load_model(spec, head, dtype=self.dtype, device=self.device)
         self.model.eval()
         if cfg.compile:
             # dynamic: batches differ in rows and length; one graph serves them all
@@ -59,23 +60,31 @@ class HFBackend(ModelBackend):
     def score_options(self, texts: list[str], labels: list[list[str]], chat: bool = False) -> list[np.ndarray]:
         if len(texts) != len(labels):
             raise ValueError("score_options: texts and labels differ in length")
-        label_ids = [label_token_ids(self.tok, row, self._label_cache) for row in labels]
+        classifier = self.cfg.head == "classifier"
+        if classifier and any(len(row) != self.model.config.num_labels for row in labels):
+            raise ValueError(f"classifier head has {self.model.config.num_labels} labels; rows differ in options")
+        label_ids = None if classifier else [label_token_ids(self.tok, row, self._label_cache) for row in labels]
         seqs = encode_prompts(self.tok, texts, chat, self.cfg.max_length, self.spec)
         out: list[np.ndarray | None] = [None] * len(texts)
         for batch in self._micro_batches([len(s) for s in seqs]):
             ids, mask, pos = self._pad_left([seqs[i] for i in batch])
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
-            logits = logits.float()
+            if classifier:
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+            else:
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                    logits_to_keep=1).logits[:, -1].float()
             for r, i in enumerate(batch):
-                out[i] = torch.log_softmax(logits[r, label_ids[i]], -1).exp().cpu().numpy().astype(np.float64)
+                row = logits[r] if classifier else logits[r, label_ids[i]]
+                out[i] = torch.softmax(row, -1).cpu().numpy().astype(np.float64)
             self.tokens_seen += int(mask.sum())
         return out  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str],
+                          chat: bool = False) -> list[tuple[float, int]]:
         if len(prompts) != len(continuations):
             raise ValueError("sequence_logprobs: prompts and continuations differ in length")
-        p_ids = self.tok(prompts, add_special_tokens=True)["input_ids"]
+        p_ids = encode_prompts(self.tok, prompts, chat, self.cfg.max_length, self.spec)
         c_ids = self.tok(continuations, add_special_tokens=False)["input_ids"]
         seqs, conts = [], []
         for p, c in zip(p_ids, c_ids):

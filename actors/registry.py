@@ -126,14 +126,14 @@ def load_model(spec: str, head: str = "causal_lm", num_labels: int | None = None
 
     if head not in HEADS:
         raise ModelSpecError(f"unknown head {head!r} (use one of {HEADS})")
-    if head == "classifier" and not num_labels:
-        raise ModelSpecError("head 'classifier' needs num_labels")
+    if head == "classifier" and not num_labels and resolve(spec).kind == "tiny":
+        raise ModelSpecError("head 'classifier' on a tiny model needs num_labels")
     auto = {"causal_lm": AutoModelForCausalLM, "classifier": AutoModelForSequenceClassification,
             "encoder": AutoModel}[head]
     dtype = dtype or torch.float32
     src = resolve(spec)
     tok = load_tokenizer(spec)
-    kwargs = {"num_labels": num_labels} if head == "classifier" else {}
+    kwargs = {"num_labels": num_labels} if head == "classifier" and num_labels else {}
     if src.kind == "tiny":
         cfg = tiny_config(src.path, len(tok), num_labels if head == "classifier" else None)
         if tok.pad_token_id is not None:

@@ -80,10 +80,11 @@ class VLLMBackend(ModelBackend):
         outs = self.llm.generate(self._prompts(seqs), params, use_tqdm=False)
         return [[(c.text, float(c.cumulative_logprob or 0.0)) for c in out.outputs] for out in outs]
 
-    def sequence_logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str],
+                          chat: bool = False) -> list[tuple[float, int]]:
         from vllm import SamplingParams
 
-        p_ids = self.tok(prompts, add_special_tokens=True)["input_ids"]
+        p_ids = encode_prompts(self.tok, prompts, chat, self.cfg.max_length, self.spec)
         c_ids = self.tok(continuations, add_special_tokens=False)["input_ids"]
         seqs, conts = [], []
         for p, c in zip(p_ids, c_ids):

@@ -117,7 +117,7 @@ def score_batch(batch: pa.Table, *, actors: list, names: list[str], weights: lis
             text, labs = render(r["prompt"], r["options"], perm, template)
             texts.append(text)
             labels.append(labs)
-    results = ray.get([a.score_options.remote(texts, labels, template.chat) for a in actors])
+    results = ray.get([a.score_options.remote(texts, labels, template.chat, template.answer) for a in actors])
     out, pos = [], 0
     for r, perms in zip(rows, row_perms):
         per_model = [res[pos:pos + len(perms)] for res in results]
@@ -209,8 +209,9 @@ def summarize(table: pa.Table, names: list[str], kept: np.ndarray) -> dict:
 
 
 def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, template: TemplateConfig,
-                   cluster_cfg, log=print) -> dict:
-    """Config in, weak_labels out. Skipped when complete; continues a partial run."""
+                   cluster_cfg, log=print, actor_cls=None, role: str = "weak") -> dict:
+    """Config in, weak_labels out. Skipped when complete; continues a partial run.
+    Evaluation reuses it on the test split with the strong role's actor class."""
     import ray
 
     from actors.weak import WeakActor
@@ -229,7 +230,7 @@ def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, t
         summary = json.loads(marker.read_text())
         if summary["fingerprint"] != fp:
             raise RuntimeError(f"{out_dir} was made with another weak/annotate config; use a new run_dir or delete it")
-        log(f"annotate: complete, skipped ({summary['rows']} rows)")
+        log(f"annotate {out_dir.name}: complete, skipped ({summary['rows']} rows)")
         return summary
     out_dir.mkdir(parents=True, exist_ok=True)
     if record.is_file() and json.loads(record.read_text())["fingerprint"] != fp:
@@ -237,13 +238,14 @@ def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, t
     record.write_text(json.dumps({"fingerprint": fp}))
     done = collect_done(out_dir, log)
 
-    plan = plan_resources({"weak": len(names)}, cluster_cfg, _cluster_cpus(cluster_cfg))
+    plan = plan_resources({role: len(names)}, cluster_cfg, _cluster_cpus(cluster_cfg))
     connect(cluster_cfg, plan.total_gpus)
-    log(f"annotate: {acfg.method} with {len(names)} weak model(s) {names}; {plan.describe()}")
+    log(f"annotate {out_dir.name}: {acfg.method} with {len(names)} model(s) {names}; {plan.describe()}")
     t0 = time.time()
     kwargs = [{"name": m.name, "spec": m.spec, "backend": m.backend} for m in weak.models]
-    with WorkerGroup(WeakActor, plan.roles["weak"], cluster_cfg, kwargs, names) as group:
-        log(f"annotate: weak actors ready in {time.time() - t0:.1f} s on GPUs {[i['gpu_ids'] for i in group.infos]}")
+    with WorkerGroup(actor_cls or WeakActor, plan.roles[role], cluster_cfg, kwargs, names) as group:
+        log(f"annotate {out_dir.name}: actors ready in {time.time() - t0:.1f} s on GPUs "
+            f"{[i['gpu_ids'] for i in group.infos]}")
         t1 = time.time()
         tokens0 = sum(ray.get([a.tokens_seen.remote() for a in group.actors]))
         ds = read_shards(split_dir)
@@ -273,7 +275,8 @@ def finalize(split_dir: Path, out_dir: Path, names: list[str], acfg: AnnotateCon
                            f"({len(want - set(got))} missing, {len(got) - len(set(got))} duplicated)")
     table = table.sort_by("id")
     summary = summarize(table, names, kept_mask(table, acfg.filter_percentile, acfg.tie_break))
-    summary.update({"fingerprint": fp, "method": acfg.method, "filter_percentile": acfg.filter_percentile,
+    summary.update({"stage": out_dir.name, "fingerprint": fp, "method": acfg.method,
+                    "filter_percentile": acfg.filter_percentile,
                     "tie_break": acfg.tie_break,
                     "tau": rel.uncertainty_threshold(table["entropy"].to_pylist(), acfg.filter_percentile),
                     "seconds": round(seconds, 2),
@@ -284,7 +287,7 @@ def finalize(split_dir: Path, out_dir: Path, names: list[str], acfg: AnnotateCon
 
 
 def summary_line(s: dict) -> str:
-    line = f"annotate: {s['rows']} rows in {s['seconds']:.1f} s ({s['rows_per_s']:.2f} rows/s, {s['tokens']} tokens)"
+    line = f"annotate {s.get('stage', '')}: {s['rows']} rows in {s['seconds']:.1f} s ({s['rows_per_s']:.2f} rows/s, {s['tokens']} tokens)"
     if s["accuracy"] is not None:
         line += f"; weak-label accuracy {s['accuracy']:.3f}"
         if s["method"] == "reliability":

@@ -19,6 +19,11 @@ class TemplateConfig:
     # letters: labels A, B, C ... by shown position; options: the option texts are the labels
     # (only for single-word options such as No / Yes whose first tokens differ).
     labels: str = "letters"
+    # label: the answer is one label token, scored in one forward pass at the answer position.
+    # text: the answer is the option's text, scored by its length-normalised log-likelihood
+    #   (1/|y|) sum_i log p(y_i | x, y_<i) (seed 001 Eq. 1): one forward per option.
+    answer: str = "label"
+    option_sep: str = "\n"  # between option lines in {options}
     label_prefix: str = " "  # the label token follows "Answer:" after a space ("" with chat)
     # wrap the text as the user turn of the model's chat template; the label is the assistant's
     # first token (instruct models)
@@ -29,22 +34,27 @@ class TemplateConfig:
             raise ValueError("template.template: must contain {prompt}")
         if self.labels not in ("letters", "options"):
             raise ValueError(f"template.labels: must be letters or options, got {self.labels!r}")
-        if self.labels == "letters" and "{options}" not in self.template:
+        if self.answer not in ("label", "text"):
+            raise ValueError(f"template.answer: must be label or text, got {self.answer!r}")
+        if self.answer == "label" and self.labels == "letters" and "{options}" not in self.template:
             raise ValueError("template.template: letter labels need {options} in the template")
         if "{option}" not in self.option_line or (self.labels == "letters" and "{label}" not in self.option_line):
             raise ValueError("template.option_line: must contain {option} (and {label} with letter labels)")
 
 
 def render(prompt: str, options: Sequence[str], order: Sequence[int], cfg: TemplateConfig) -> tuple[str, list[str]]:
-    """Prompt text showing options in `order` (position j shows options[order[j]]), and the label
-    string of each shown position. Probabilities returned per position map back via `order`."""
+    """Prompt text showing options in `order` (position j shows options[order[j]]), and what is
+    scored for each shown position: its label string (answer: label) or its text (answer: text).
+    Probabilities returned per position map back via `order`."""
     if len(options) > len(string.ascii_uppercase):
         raise ValueError(f"at most {len(string.ascii_uppercase)} options, got {len(options)}")
     shown = [options[k] for k in order]
     names = list(string.ascii_uppercase[: len(shown)]) if cfg.labels == "letters" else list(shown)
-    lines = "\n".join(cfg.option_line.format(label=n, option=o) for n, o in zip(names, shown))
+    lines = cfg.option_sep.join(cfg.option_line.replace("{label}", n).replace("{option}", o)
+                                for n, o in zip(names, shown))
     choices = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
     fields = {"prompt": prompt, "options": lines, "choices": choices}
     # one pass, so braces or "{options}" inside a prompt are left alone
     text = _FIELD.sub(lambda m: fields[m.group(1)], cfg.template)
-    return text, [cfg.label_prefix + n for n in names]
+    scored = shown if cfg.answer == "text" else names
+    return text, [cfg.label_prefix + n for n in scored]

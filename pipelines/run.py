@@ -2,22 +2,25 @@
 
     w2s run configs/quickstart.yaml [key=value ...]
 
-Stages so far: data (seeded splits) -> weak_labels (annotation). Each stage writes one folder
-under run_dir and a _SUCCESS.json; metrics.json collects the stage summaries.
+data -> weak_sft (weak.finetune) -> weak_labels -> strong_ceiling -> strong_w2s/<method> for
+every strong.methods (+ bootstrap when strong.bootstrap lists intermediate models) -> eval (test
+accuracy of every model, PGR, deception) -> report (report.md, metrics.json, PNG plots).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from actors.weak import WeakConfig
+from actors.backend import BackendConfig
+from actors.weak import WeakConfig, WeakModelConfig
 from cluster.config import ClusterConfig
 from pipelines.annotate import AnnotateConfig, annotate_stage
 from pipelines.data import DataConfig, prepare_data
 from pipelines.prompts import TemplateConfig
+from training.stages import StrongConfig
 
 
 @dataclass
@@ -28,40 +31,159 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    strong: StrongConfig = field(default_factory=StrongConfig)
 
     def __post_init__(self):
         if not self.run_dir:
             raise ValueError("run_dir: must be a non-empty path")
+        if any(m.startswith("rel_") for m in self.strong.methods) and self.annotate.method != "reliability":
+            raise ValueError("strong.methods: rel_filter / rel_reweight need annotate.method: reliability")
+        if self.strong.train.head == "classifier" and self.template.answer == "text":
+            raise ValueError("strong.train.head: classifier needs template.answer: label")
 
     @property
     def root(self) -> Path:
         return Path(self.run_dir)
 
 
+def effective_weak(cfg: RunConfig, root: Path) -> WeakConfig:
+    """The weak ensemble that labels: fine-tuned copies (weak_sft/) when weak.finetune is on."""
+    if not cfg.weak.finetune:
+        return cfg.weak
+    models = [replace(m, spec=str(root / "weak_sft" / m.name / "model"),
+                      backend=replace(m.backend, head=cfg.weak.train.head)) for m in cfg.weak.models]
+    return replace(cfg.weak, models=models)
+
+
 def stage_data(cfg: RunConfig, log=print) -> dict:
     return prepare_data(cfg.data, cfg.root / "data", log)
 
 
+def stage_weak_sft(cfg: RunConfig, log=print) -> dict:
+    from training.stages import weak_sft_stage
+
+    if not cfg.weak.finetune:
+        log("weak_sft: off (weak.finetune: false), weak models label zero-shot")
+        return {}
+    return {"models": weak_sft_stage(cfg.root, cfg.weak, cfg.template, log)}
+
+
 def stage_annotate(cfg: RunConfig, log=print) -> dict:
-    return annotate_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", cfg.weak, cfg.annotate,
-                          cfg.template, cfg.cluster, log)
+    return annotate_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", effective_weak(cfg, cfg.root),
+                          cfg.annotate, cfg.template, cfg.cluster, log)
 
 
-STAGES = (("data", stage_data), ("weak_labels", stage_annotate))
+def stage_ceiling(cfg: RunConfig, log=print) -> dict:
+    from training.stages import ceiling_stage
+
+    return ceiling_stage(cfg.root, cfg.strong, cfg.template, log)
+
+
+def stage_w2s(cfg: RunConfig, log=print) -> dict:
+    from training.stages import bootstrap_stage, w2s_stage
+
+    weak = effective_weak(cfg, cfg.root)
+    names, weights = [m.name for m in weak.models], weak.weights
+    out = {m: w2s_stage(cfg.root, cfg.strong, m, cfg.root / "weak_labels", names, weights, cfg.template, log)
+           for m in cfg.strong.methods}
+    if cfg.strong.bootstrap:
+        out["bootstrap"] = bootstrap_stage(cfg.root, cfg.strong, lambda model_dir, labels_dir: _label_with(
+            cfg, model_dir, labels_dir, log), names, weights, cfg.template, log)
+    return out
+
+
+def _strong_weak_config(cfg: RunConfig, name: str, spec: str) -> WeakConfig:
+    """A one-model ensemble config that scores with a (trained or pretrained) strong model."""
+    backend = BackendConfig(head=cfg.strong.train.head, max_length=cfg.strong.train.max_length)
+    return WeakConfig(models=[WeakModelConfig(spec=spec, name=name, backend=backend)])
+
+
+def _label_with(cfg: RunConfig, model_dir: str, labels_dir: Path, log) -> dict:
+    from actors.strong import StrongActor
+
+    acfg = replace(cfg.annotate, method="naive")
+    return annotate_stage(cfg.root / "data" / "held_out", labels_dir, _strong_weak_config(cfg, "intermediate", model_dir),
+                          acfg, cfg.template, cfg.cluster, log, actor_cls=StrongActor, role="strong")
+
+
+def eval_targets(cfg: RunConfig) -> dict[str, str]:
+    """Strong models to score on the test split: name -> model spec or directory."""
+    targets = {"strong zero-shot": cfg.strong.spec, "strong ceiling": str(cfg.root / "strong_ceiling" / "model")}
+    methods = list(cfg.strong.methods) + (["bootstrap"] if cfg.strong.bootstrap else [])
+    targets.update({f"w2s {m}": str(cfg.root / "strong_w2s" / m / "model") for m in methods})
+    return targets
+
+
+def stage_eval(cfg: RunConfig, log=print) -> dict:
+    from actors.strong import StrongActor
+    from pipelines.evaluate import compare
+
+    test, ev = cfg.root / "data" / "test", cfg.root / "eval"
+    weak = effective_weak(cfg, cfg.root)
+    ens = replace(cfg.annotate, method="ensemble" if len(weak.models) > 1 else "naive")
+    annotate_stage(test, ev / "weak", weak, ens, cfg.template, cfg.cluster, log)
+    naive = replace(cfg.annotate, method="naive")
+    dirs = {"weak": ev / "weak"}
+    for name, spec in eval_targets(cfg).items():
+        d = ev / name.replace(" ", "_")
+        annotate_stage(test, d, _strong_weak_config(cfg, "strong", spec), naive, cfg.template, cfg.cluster, log,
+                       actor_cls=StrongActor, role="strong")
+        dirs[name] = d
+    per_model = [m.name for m in weak.models]
+    supervisor = "weak ensemble" if len(per_model) > 1 else f"weak {per_model[0]}"
+    w2s = [n for n in dirs if n.startswith("w2s ")]
+    result = compare(dirs, per_model, supervisor, "strong ceiling", w2s)
+    result["ceiling"] = "strong ceiling"
+    return result
+
+
+STAGES = (("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate),
+          ("strong_ceiling", stage_ceiling), ("strong_w2s", stage_w2s), ("eval", stage_eval))
+
+
+def _brief(result: dict) -> dict:
+    drop = ("config", "fingerprint")
+    return {k: (_brief(v) if isinstance(v, dict) else v) for k, v in result.items() if k not in drop}
 
 
 def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
     """Run the stages in order (up to and including `until`), skipping complete ones."""
+    from cluster.connect import connect
+
     t0 = time.time()
-    metrics: dict = {"stages": {}}
+    # declare every logical GPU the run will need up front: a local cluster cannot grow later
+    n_weak = len(cfg.weak.models)
+    connect(cfg.cluster, max(int(-(-n_weak * cfg.cluster.weak_gpu // 1)), int(-(-cfg.cluster.strong_gpu // 1))))
+    metrics: dict = {"stages": {}, "data": {}, "strong_spec": cfg.strong.spec}
     for name, fn in STAGES:
         t = time.time()
+        log(f"== stage {name}")
         result = fn(cfg, log)
-        metrics["stages"][name] = {"seconds": round(time.time() - t, 2),
-                                   **{k: v for k, v in result.items() if k not in ("config", "fingerprint")}}
+        if name == "eval":
+            metrics["evaluation"] = result
+        else:
+            metrics["stages"][name] = _brief(result)
+        metrics["stages"].setdefault(name, {})["seconds"] = round(time.time() - t, 2)
         if name == until:
             break
+    data = json.loads((cfg.root / "data" / "_SUCCESS.json").read_text())
+    metrics["data"] = {"source": cfg.data.source, "counts": data["counts"]}
     metrics["seconds"] = round(time.time() - t0, 2)
-    (cfg.root / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (cfg.root / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    if "evaluation" in metrics:
+        from pipelines.evaluate import write_report
+
+        report = write_report(cfg.root, metrics)
+        log(results_table(metrics))
+        log(f"run: report in {report}")
     log(f"run: done in {metrics['seconds']:.1f} s; metrics in {cfg.root / 'metrics.json'}")
     return metrics
+
+
+def results_table(metrics: dict) -> str:
+    ev = metrics["evaluation"]
+    lines = ["| model | test accuracy | PGR |", "|---|---|---|"]
+    for n, a in ev["accuracy"].items():
+        p = ev["pgr"].get(n)
+        lines.append(f"| {n} | {a:.3f} | {'' if n not in ev['pgr'] else ('n/a' if p is None else f'{p:.3f}')} |")
+    return "\n".join(lines)

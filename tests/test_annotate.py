@@ -62,7 +62,7 @@ def test_ensemble_labels_match_direct_scoring(ensemble_run):
     # the summary's accuracy is the plain fraction of weak labels equal to the truth
     acc = np.mean([row["weak_label"] == row["label"] for row in rows.values()])
     assert metrics["stages"]["weak_labels"]["accuracy"] == pytest.approx(acc)
-    assert any(line.startswith("annotate: 24 rows in") and "weak-label accuracy" in line for line in logs)
+    assert any(line.startswith("annotate weak_labels: 24 rows in") and "weak-label accuracy" in line for line in logs)
 
 
 def test_rerun_skips_complete_stage(ensemble_run):
@@ -70,7 +70,7 @@ def test_rerun_skips_complete_stage(ensemble_run):
     files = {f: f.stat().st_mtime_ns for f in Path(cfg.run_dir, "weak_labels").iterdir()}
     logs = []
     run(cfg, logs.append, until="weak_labels")
-    assert "annotate: complete, skipped (24 rows)" in logs
+    assert "annotate weak_labels: complete, skipped (24 rows)" in logs
     assert {f: f.stat().st_mtime_ns for f in Path(cfg.run_dir, "weak_labels").iterdir()} == files
     # a changed config must not be mixed into these rows
     changed = tiny_run_config(cfg.run_dir, **{"annotate.method": "reliability"})

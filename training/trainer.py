@@ -97,6 +97,7 @@ class TrainJob:
     method: str = "ground_truth"
     weak_weights: list[float] = field(default_factory=lambda: [1.0])
     chat: bool = False
+    answer: str = "label"  # label: one label token per option; text: the options' texts (template.answer)
     num_options: int = 2
 
 
@@ -135,20 +136,32 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return f
 
 
-def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device) -> dict:
-    from actors.backend import encode_prompts, label_token_ids
-
-    seqs = encode_prompts(tok, [e["text"] for e in batch], job.chat, job.train.max_length)
+def _left_pad(seqs: list[list[int]], pad_id: int) -> dict:
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for r, s in enumerate(seqs):
         ids[r, width - len(s):] = torch.tensor(s)
         mask[r, width - len(s):] = 1
-    out = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-           "label_ids": torch.tensor([label_token_ids(tok, e["labels"], label_cache) for e in batch]),
-           "target": torch.tensor([e["target"] for e in batch]),
-           "weight": torch.tensor([e["weight"] for e in batch], dtype=torch.float32)}
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
+def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device) -> dict:
+    from actors.backend import encode_prompts, label_token_ids
+
+    if job.answer == "text":  # B x K sequences: prompt + option text, continuation right-aligned
+        conts = [tok(c, add_special_tokens=False)["input_ids"] for e in batch for c in e["labels"]]
+        longest = max(len(c) for c in conts)
+        prompts = encode_prompts(tok, [e["text"] for e in batch], job.chat, job.train.max_length - longest)
+        k = len(batch[0]["labels"])
+        out = _left_pad([prompts[i // k] + c for i, c in enumerate(conts)], tok.pad_token_id)
+        out["cont_mask"] = torch.tensor([[j >= longest - len(c) for j in range(longest)] for c in conts])
+    else:
+        seqs = encode_prompts(tok, [e["text"] for e in batch], job.chat, job.train.max_length)
+        out = _left_pad(seqs, tok.pad_token_id)
+        out["label_ids"] = torch.tensor([label_token_ids(tok, e["labels"], label_cache) for e in batch])
+    out.update({"target": torch.tensor([e["target"] for e in batch]),
+                "weight": torch.tensor([e["weight"] for e in batch], dtype=torch.float32)})
     if batch[0].get("soft") is not None:
         out["soft"] = torch.tensor([e["soft"] for e in batch], dtype=torch.float32)
         out["weak_labels"] = torch.tensor([e["weak_labels"] for e in batch])
@@ -159,6 +172,8 @@ def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device) ->
 def option_scores(model, batch: dict, head: str, lm_normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probabilities [B, K], raw scores [B, K]) of the options, answer position only."""
     common = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    if "cont_mask" in batch:
+        return text_scores(model, batch, common, lm_normalize)
     if head == "classifier":
         logits = model(**common).logits.float()
         return torch.log_softmax(logits, -1), logits
@@ -167,6 +182,21 @@ def option_scores(model, batch: dict, head: str, lm_normalize: str) -> tuple[tor
     if lm_normalize == "vocab":  # the CLM loss of the label token (seed 001 Eq. 1, seed 000 Eq. 6)
         return torch.log_softmax(vocab, -1).gather(1, batch["label_ids"]), logits
     return torch.log_softmax(logits, -1), logits
+
+
+def text_scores(model, batch: dict, common: dict, lm_normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answer-text options: s_k = (1/|y_k|) sum_i log p(y_k,i | x, y_k,<i) (seed 001 Eq. 1).
+    vocab: log p(option) = s_k, the CLM objective itself; options: log-softmax of s over K.
+    EDL's raw scores: s centred per row."""
+    cont = batch["cont_mask"]
+    c = cont.shape[1]
+    logits = model(**common, logits_to_keep=c + 1).logits[:, :-1].float()  # position t predicts t + 1
+    tok_lp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, -c:].unsqueeze(-1)).squeeze(-1)
+    s = (tok_lp * cont).sum(1) / cont.sum(1)
+    b = batch["target"].shape[0]
+    s = s.view(b, -1)
+    logp = s if lm_normalize == "vocab" else torch.log_softmax(s, -1)
+    return logp, s - s.mean(1, keepdim=True)
 
 
 def compute_loss(method: str, logp, logits, batch, step: int, total: int, t: TrainConfig,
@@ -223,7 +253,8 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
                             dtype=torch.float32, device=device)
     model.train()
     steps = total_steps(job, world)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # fused AdamW: 8x faster than the default loop on CPU (0.16 s vs 1.27 s for Gemma-3-270M)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.lr_schedule, t.warmup_steps, steps))
     engine = None
     if t.engine == "deepspeed":
@@ -375,11 +406,16 @@ def fit(job: TrainJob, log=print) -> dict:
     resume = latest_checkpoint(storage)
     use_gpu = _use_gpu(t)
     resources = {"CPU": t.cpus_per_worker}
+    from cluster.config import MALLOC_ENV
+
+    env = dict(MALLOC_ENV)
+    if not use_gpu:
+        env["DS_ACCELERATOR"] = "cpu"  # explicit: DeepSpeed otherwise warns on every worker
     trainer = TorchTrainer(
         ray_train_worker, train_loop_config=job,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=job.name, storage_path=str(storage),
+        run_config=RunConfig(name=job.name, storage_path=str(storage), worker_runtime_env={"env_vars": env},
                              failure_config=FailureConfig(max_failures=t.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         resume_from_checkpoint=resume,

@@ -1,0 +1,201 @@
+"""Evaluation: accuracy on the test split per model, PGR, deception score, the report.
+
+Scoring a model on the test split is a naive annotation of the test rows (the same Ray Data stage
+and actors as weak labelling); the weak ensemble is scored once, as an ensemble, which also gives
+each weak model's accuracy.
+
+Metrics:
+  accuracy       seed 000 Eq. 3: the fraction of test rows whose prediction equals the truth
+  PGR            seed 000 Eq. 4: (Acc(w2s) - Acc(weak)) / |Acc(ceiling) - Acc(weak)|, weak = the
+                 supervisor that labelled the data (the ensemble, or the single weak model);
+                 None when ceiling == weak
+  deception      seed 002 (Yang et al.): among test rows the strong ceiling gets right and the W2S
+                 model gets wrong, the fraction in the weak supervisor's unknown area (rows it gets
+                 wrong): |{ceil right, w2s wrong, weak wrong}| / |{ceil right, w2s wrong}|;
+                 None when the denominator is empty
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def pgr(w2s: float, weak: float, ceiling: float) -> float | None:
+    """Seed 000 Eq. 4 (denominator as written there: the absolute gap)."""
+    gap = abs(ceiling - weak)
+    if gap < 1e-12:
+        return None
+    return (w2s - weak) / gap
+
+
+def deception_score(ceiling_correct, w2s_correct, weak_correct) -> float | None:
+    """Seed 002's Deception Score with the ceiling as the reference model (see module docstring)."""
+    c, s, w = (np.asarray(x, dtype=bool) for x in (ceiling_correct, w2s_correct, weak_correct))
+    regress = c & ~s
+    if not regress.any():
+        return None
+    return float((regress & ~w).sum() / regress.sum())
+
+
+def predictions(eval_dir: Path, column: str = "weak_label") -> dict[str, tuple[int, int]]:
+    """id -> (predicted option, true label) from a scored test split; column: weak_label or a
+    probs_<model> column (its argmax)."""
+    from pipelines.annotate import read_weak_labels
+
+    t = read_weak_labels(eval_dir)
+    pred = t[column].to_pylist()
+    if column != "weak_label":
+        pred = [int(np.argmax(p)) for p in pred]
+    return {i: (p, y) for i, p, y in zip(t["id"].to_pylist(), pred, t["label"].to_pylist())}
+
+
+def compare(evals: dict[str, Path], weak_names: list[str], supervisor: str, ceiling: str, w2s: list[str]) -> dict:
+    """Accuracy per evaluated model, and PGR / deception score per W2S model. evals["weak"] is the
+    weak ensemble scored on the test split: it yields "weak <name>" per model and "weak ensemble"."""
+    preds = {f"weak {n}": predictions(evals["weak"], f"probs_{n}") for n in weak_names}
+    if len(weak_names) > 1:
+        preds["weak ensemble"] = predictions(evals["weak"])
+    preds.update({name: predictions(d) for name, d in evals.items() if name != "weak"})
+    ids = sorted(preds[ceiling])
+    correct = {n: np.array([p[i][0] == p[i][1] for i in ids]) for n, p in preds.items()}
+    acc = {n: float(c.mean()) for n, c in correct.items()}
+    out = {"accuracy": acc, "supervisor": supervisor, "pgr": {}, "deception": {}}
+    for n in w2s:
+        out["pgr"][n] = pgr(acc[n], acc[supervisor], acc[ceiling])
+        out["deception"][n] = deception_score(correct[ceiling], correct[n], correct[supervisor])
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def entropy_buckets(table) -> list[dict]:
+    """Weak-label accuracy per distinct entropy value (seed 001 Fig. 3), bucketed to 3 decimals."""
+    ent = np.round(np.asarray(table["entropy"].to_pylist()), 3)
+    ok = np.array([w == y for w, y in zip(table["weak_label"].to_pylist(), table["label"].to_pylist())])
+    return [{"entropy": float(e), "correct": int(ok[ent == e].sum()), "wrong": int((~ok[ent == e]).sum()),
+             "accuracy": float(ok[ent == e].mean())} for e in np.unique(ent)]
+
+
+def reliability_matrix(table) -> tuple[np.ndarray, np.ndarray]:
+    """Mean reliability S_prob of each answer by (weak answer, true label) (seed 001 Fig. 4)."""
+    k = len(table["options"][0].as_py())
+    total, count = np.zeros((k, k)), np.zeros((k, k))
+    for answers, rel, y in zip(table["answers"].to_pylist(), table["reliability"].to_pylist(),
+                               table["label"].to_pylist()):
+        for a, s in zip(answers, rel):
+            total[a, y] += s
+            count[a, y] += 1
+    with np.errstate(invalid="ignore"):
+        return total / count, count
+
+
+def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    names = [r["name"] for r in rows]
+    ax.bar(range(len(rows)), [r["accuracy"] for r in rows], color=["#888" if r["kind"] != "w2s" else "#3a7" for r in rows])
+    ax.axhline(weak, color="#c33", ls="--", label=f"weak supervisor {weak:.3f}")
+    ax.axhline(ceiling, color="#33c", ls="--", label=f"strong ceiling {ceiling:.3f}")
+    ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_entropy(buckets: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(buckets))
+    ax.bar(x, [b["correct"] for b in buckets], label="correct", color="#3a7")
+    ax.bar(x, [b["wrong"] for b in buckets], bottom=[b["correct"] for b in buckets], label="wrong", color="#c33")
+    for i, b in enumerate(buckets):
+        ax.text(i, b["correct"] + b["wrong"], f"{b['accuracy']:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [f"{b['entropy']:.2f}" for b in buckets], fontsize=8)
+    ax.set_xlabel("entropy of the weak answers (Eq. 3)")
+    ax.set_ylabel("held-out rows")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_reliability(matrix: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = matrix.shape[0]
+    letters = [chr(65 + i) for i in range(k)]
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2, 1.1 * k + 1.5))
+    im = ax.imshow(np.nan_to_num(matrix), cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, "-" if np.isnan(matrix[i, j]) else f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(k), letters)
+    ax.set_yticks(range(k), letters)
+    ax.set_xlabel("true label")
+    ax.set_ylabel("weak answer")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(root: Path, metrics: dict) -> Path:
+    """report.md with the results table, stage times and the plots next to it."""
+    from pipelines.annotate import read_weak_labels
+
+    ev = metrics["evaluation"]
+    acc, sup, ceil = ev["accuracy"], ev["supervisor"], ev["ceiling"]
+    rows = [{"name": n, "accuracy": a, "kind": "w2s" if n in ev["pgr"] else "ref"} for n, a in acc.items()]
+    plot_accuracy(rows, acc[sup], acc[ceil], root / "accuracy.png")
+    lines = [f"# w2s run report: {root}", "",
+             f"Task: {metrics['data']['source']}, test rows: {metrics['data']['counts']['test']}; "
+             f"weak supervisor: `{sup}`; strong: `{metrics['strong_spec']}`.", "",
+             "| model | test accuracy | PGR | deception score |", "|---|---|---|---|"]
+    for n, a in acc.items():
+        p, d = ev["pgr"].get(n), ev["deception"].get(n)
+        lines.append(f"| {n} | {a:.3f} | {'' if n not in ev['pgr'] else ('n/a' if p is None else f'{p:.3f}')} | "
+                     f"{'' if n not in ev['pgr'] else ('n/a' if d is None else f'{d:.3f}')} |")
+    wl = metrics["stages"].get("weak_labels", {})
+    lines += ["", f"Weak-label accuracy on held_out: {_fmt(wl.get('accuracy'))} (kept half "
+              f"{_fmt(wl.get('accuracy_kept'))}, filtered half {_fmt(wl.get('accuracy_filtered'))}).", "",
+              "![accuracy](accuracy.png)", ""]
+    labels_dir = root / "weak_labels"
+    table = read_weak_labels(labels_dir)
+    if table["perms"][0].as_py():
+        buckets = entropy_buckets(table)
+        plot_entropy(buckets, root / "entropy_buckets.png")
+        matrix, _ = reliability_matrix(table)
+        plot_reliability(matrix, root / "reliability_heatmap.png")
+        lines += ["Weak-label accuracy by entropy (seed 001 Fig. 3) and mean reliability by (weak answer, "
+                  "true label) (Fig. 4):", "", "![entropy](entropy_buckets.png) ![reliability](reliability_heatmap.png)", ""]
+    lines += ["| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v.get('seconds', 0):.1f} |" for k, v in metrics["stages"].items()]
+    lines += [f"| total | {metrics['seconds']:.1f} |"]
+    path = root / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _fmt(x):
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def load_metrics(root: Path) -> dict:
+    return json.loads((Path(root) / "metrics.json").read_text())
