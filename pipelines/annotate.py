@@ -223,7 +223,9 @@ def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, t
     if acfg.method == "naive" and len(weak.models) != 1:
         raise ValueError(f"annotate.method: naive uses one weak model, weak.models has {len(weak.models)} (use ensemble)")
     names = [m.name for m in weak.models]
-    fp = fingerprint({"weak": asdict(weak), "annotate": asdict(acfg), "template": asdict(template),
+    # what determines the labels: the models, the method and the prompts (not weak.train, which
+    # only matters through the fine-tuned model directories named in the specs)
+    fp = fingerprint({"weak": [asdict(m) for m in weak.models], "annotate": asdict(acfg), "template": asdict(template),
                       "input": sorted(p.name for p in split_dir.glob("*.parquet"))})
     marker, record = out_dir / "_SUCCESS.json", out_dir / "_CONFIG.json"
     if marker.is_file():

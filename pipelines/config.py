@@ -41,7 +41,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         parts = key.strip().split(".")
         if not all(parts):
             raise ValueError(f"override {item!r}: empty key segment")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw  # not YAML (e.g. "Question: {prompt}"): the plain string
+        if isinstance(value, dict) and raw.strip()[:1] not in "{":
+            value = raw  # "a: b" parses as a mapping; an override of a string field meant the text
         node: Any = data
         for i, part in enumerate(parts[:-1]):
             nxt = parts[i + 1]

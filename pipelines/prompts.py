@@ -38,7 +38,8 @@ class TemplateConfig:
             raise ValueError(f"template.answer: must be label or text, got {self.answer!r}")
         if self.answer == "label" and self.labels == "letters" and "{options}" not in self.template:
             raise ValueError("template.template: letter labels need {options} in the template")
-        if "{option}" not in self.option_line or (self.labels == "letters" and "{label}" not in self.option_line):
+        letters = self.answer == "label" and self.labels == "letters"
+        if "{option}" not in self.option_line or (letters and "{label}" not in self.option_line):
             raise ValueError("template.option_line: must contain {option} (and {label} with letter labels)")
 
 

@@ -43,7 +43,8 @@ class RunConfig:
 
     @property
     def root(self) -> Path:
-        return Path(self.run_dir)
+        # absolute: Ray Train workers and Ray Data tasks run in other working directories
+        return Path(self.run_dir).expanduser().resolve()
 
 
 def effective_weak(cfg: RunConfig, root: Path) -> WeakConfig:

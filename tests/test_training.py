@@ -105,6 +105,17 @@ def test_classifier_head_trains(examples, tmp_path):
     assert losses[-1] < losses[0]
     model, _ = load_model(summary["model_dir"], head="classifier", num_labels=4)
     assert model.score.out_features == 4
+    # the trained classifier scores through the backend's classifier head (evaluation path)
+    from actors.backend import BackendConfig
+    from actors.hf_backend import HFBackend
+
+    b = HFBackend(summary["model_dir"], BackendConfig(head="classifier", dtype="float32"))
+    ex = examples[0]
+    p = b.score_options([ex["text"]], [ex["labels"]])[0]
+    with torch.no_grad():
+        ids = b.tok(ex["text"], return_tensors="pt").input_ids
+        ref = torch.softmax(model(ids).logits[0].float(), -1).numpy()
+    assert p == pytest.approx(ref, abs=1e-5) and len(p) == 4
 
 
 def _weak_rows():
@@ -133,3 +144,29 @@ def test_weak_label_examples_per_method():
     assert len(rew) == 8 and [e["weight"] for e in rew[4:]] == [0.62, 0.62, 0.62, 0.38]
     with pytest.raises(ValueError, match="unknown method"):
         weak_label_examples(_weak_rows(), "vote", ["m1"], t)
+
+
+def test_text_answers_train_on_option_likelihood(examples, tmp_path):
+    """template.answer=text: each option's mean continuation log-prob is its score (seed 001 Eq. 1)."""
+    from pipelines.prompts import TemplateConfig
+    from training.trainer import collate, option_scores
+
+    rows = [{"id": "q", "prompt": "Sky colour?", "options": ["blue", "green sea"], "label": 0}]
+    tmpl = TemplateConfig(template="Q: {prompt}\nA:", answer="text")
+    ex = ground_truth_examples(rows, tmpl)
+    job = TrainJob(name="t", spec="tiny:llama:3", out_dir=str(tmp_path), answer="text", examples=ex, num_options=2,
+                   train=TrainConfig(engine="torch", max_steps=1, micro_batch=1, lm_normalize="vocab"))
+    model, tok = load_model("tiny:llama:3")
+    batch = collate(ex, tok, {}, job, "cpu")
+    logp, _ = option_scores(model, batch, "lm", "vocab")
+    with torch.no_grad():  # by hand: mean log p of each option's tokens after the prompt
+        for k, opt in enumerate(["blue", "green sea"]):
+            p = tok("Q: Sky colour?\nA:").input_ids
+            c = tok(" " + opt, add_special_tokens=False).input_ids
+            lp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+            manual = sum(lp[len(p) - 1 + j, t].item() for j, t in enumerate(c)) / len(c)
+            assert logp[0, k].item() == pytest.approx(manual, abs=1e-4)
+    summary = fit_local(TrainJob(name="t2", spec="tiny:llama:3", out_dir=str(tmp_path / "fit"), answer="text",
+                                 examples=ex * 8, num_options=2,
+                                 train=TrainConfig(engine="torch", lr=1e-3, max_steps=4, micro_batch=4)), lambda m: None)
+    assert summary["final_loss"] < summary["first_loss"]

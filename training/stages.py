@@ -91,7 +91,7 @@ def weak_sft_stage(root: Path, weak, template, log=print) -> dict[str, str]:
         train = TrainConfig(**{**asdict(weak.train), "seed": weak.train.seed + i})
         ex = ground_truth_examples(part, template)
         job = TrainJob(name=f"weak_{m.name}", spec=m.spec, out_dir=str(root / "weak_sft" / m.name), train=train,
-                       examples=ex, chat=template.chat, num_options=_k(ex))
+                       examples=ex, chat=template.chat, answer=template.answer, num_options=_k(ex))
         dirs[m.name] = run_job(job, log)["model_dir"]
     return dirs
 
@@ -101,7 +101,7 @@ def ceiling_stage(root: Path, strong: StrongConfig, template, log=print) -> dict
 
     ex = ground_truth_examples(read_split(root / "data" / "held_out"), template)
     job = TrainJob(name="strong_ceiling", spec=strong.spec, out_dir=str(root / "strong_ceiling"), train=strong.train,
-                   examples=ex, chat=template.chat, num_options=_k(ex))
+                   examples=ex, chat=template.chat, answer=template.answer, num_options=_k(ex))
     return run_job(job, log)
 
 
@@ -114,7 +114,8 @@ def w2s_stage(root: Path, strong: StrongConfig, method: str, labels_dir: Path, n
     name = f"strong_w2s_{method}" if out is None else "_".join(out.relative_to(root).parts)
     job = TrainJob(name=name, spec=spec or strong.spec,
                    out_dir=str(out or root / "strong_w2s" / method), train=strong.train, examples=ex,
-                   method=method, weak_weights=weights, chat=template.chat, num_options=_k(ex))
+                   method=method, weak_weights=weights, chat=template.chat, answer=template.answer,
+                   num_options=_k(ex))
     return run_job(job, log)
 
 

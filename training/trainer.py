@@ -19,7 +19,7 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,8 @@ class TrainConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
+    checkpoint_every: int = 0  # steps between checkpoints (0: none in between)
+    checkpoint_at_end: bool = True  # full state (model + optimizer) after the last step
     max_failures: int = 1  # Ray Train restarts the workers from the last checkpoint this often
     seed: int = 0
     # W2S loss parameters
@@ -304,7 +305,7 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
         if rank == 0:
             with open(history, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
-        due = (t.checkpoint_every and (step + 1) % t.checkpoint_every == 0) or step + 1 == steps
+        due = (t.checkpoint_every and (step + 1) % t.checkpoint_every == 0) or (t.checkpoint_at_end and step + 1 == steps)
         if due:
             with tempfile.TemporaryDirectory(prefix="w2s-ckpt-") as d:
                 _save_checkpoint(d, step + 1, engine, model, optimizer, scheduler)
@@ -402,6 +403,7 @@ def fit(job: TrainJob, log=print) -> dict:
 
     t = job.train
     out = Path(job.out_dir).resolve()
+    job = replace(job, out_dir=str(out))  # workers run in their own working directories
     storage = out / "ray_train"
     resume = latest_checkpoint(storage)
     use_gpu = _use_gpu(t)
