@@ -20,8 +20,14 @@ from pipelines.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 # reliability with 6 option orders per row and 1 row per batch: slow enough to interrupt mid-stream
-SLOW = {"annotate.method": "reliability", "annotate.num_permutations": 6, "annotate.batch_rows": 1,
+SLOW = {"weak.finetune": "false", "annotate.method": "reliability", "annotate.num_permutations": 6, "annotate.batch_rows": 1,
         "annotate.max_in_flight": 1, "data.held_out": 24, "data.shard_rows": 4, "cluster.cpus_per_actor": 0.25}
+
+
+# the tiny profile fine-tunes its weak models and uses the reliability method; these tests label
+# zero-shot with the weighted ensemble (rel_* W2S methods need reliability labels, so drop them)
+ZERO_SHOT_ENSEMBLE = {"weak.finetune": "false", "annotate.method": "ensemble", "annotate.batch_rows": 8,
+                      "strong.methods": "[naive]"}
 
 
 def _rows(run_dir):
@@ -32,7 +38,7 @@ def _rows(run_dir):
 @pytest.fixture(scope="module")
 def ensemble_run(ray_cluster, tmp_path_factory):
     d = tmp_path_factory.mktemp("ensemble")
-    cfg = tiny_run_config(d, **{"weak.models.0.weight": 3})
+    cfg = tiny_run_config(d, **ZERO_SHOT_ENSEMBLE, **{"weak.models.0.weight": 3})
     logs = []
     metrics = run(cfg, logs.append, until="weak_labels")
     return cfg, metrics, logs
@@ -73,7 +79,7 @@ def test_rerun_skips_complete_stage(ensemble_run):
     assert "annotate weak_labels: complete, skipped (24 rows)" in logs
     assert {f: f.stat().st_mtime_ns for f in Path(cfg.run_dir, "weak_labels").iterdir()} == files
     # a changed config must not be mixed into these rows
-    changed = tiny_run_config(cfg.run_dir, **{"annotate.method": "reliability"})
+    changed = tiny_run_config(cfg.run_dir, **{**ZERO_SHOT_ENSEMBLE, "annotate.method": "reliability"})
     with pytest.raises(RuntimeError, match="another weak/annotate config"):
         run(changed, lambda m: None, until="weak_labels")
 
