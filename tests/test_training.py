@@ -170,3 +170,13 @@ def test_text_answers_train_on_option_likelihood(examples, tmp_path):
                                  examples=ex * 8, num_options=2,
                                  train=TrainConfig(engine="torch", lr=1e-3, max_steps=4, micro_batch=4)), lambda m: None)
     assert summary["final_loss"] < summary["first_loss"]
+
+
+def test_zero_offload_trains_in_one_process(examples, tmp_path):
+    """ZeRO-Offload (optimizer state on the CPU, DeepSpeed's own AdamW from the config)."""
+    job = _job(tmp_path, examples, engine="deepspeed", zero_stage=3, offload=True, max_steps=4, grad_accum=2,
+               checkpoint_every=0)
+    summary = fit_local(job, lambda m: None)
+    losses = [h["loss"] for h in read_history(tmp_path)]
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.1
+    assert _param_delta(summary["model_dir"]) > 1e-4

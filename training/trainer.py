@@ -254,16 +254,29 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
                             dtype=torch.float32, device=device)
     model.train()
     steps = total_steps(job, world)
-    # fused AdamW: 8x faster than the default loop on CPU (0.16 s vs 1.27 s for Gemma-3-270M)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.lr_schedule, t.warmup_steps, steps))
+    schedule = lr_lambda(t.lr_schedule, t.warmup_steps, steps)
     engine = None
-    if t.engine == "deepspeed":
+    if t.engine == "deepspeed" and t.offload:
         import deepspeed
 
-        engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                                               config=deepspeed_config(t, world))
+        # ZeRO-Offload steps the optimizer on the CPU with DeepSpeed's own (CPU) AdamW, built from
+        # the config; the schedule is handed over as a callable on that optimizer
+        ds_cfg = deepspeed_config(t, world)
+        ds_cfg["optimizer"] = {"type": "AdamW", "params": {"lr": t.lr, "weight_decay": t.weight_decay}}
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=model, model_parameters=model.parameters(), config=ds_cfg,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
         model = engine.module
+    else:
+        # fused AdamW: 8x faster than the default loop on CPU (0.16 s vs 1.27 s for Gemma-3-270M)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        if t.engine == "deepspeed":
+            import deepspeed
+
+            engine, optimizer, _, scheduler = deepspeed.initialize(
+                model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(t, world))
+            model = engine.module
     start = 0
     if resume_dir:
         start = _load_checkpoint(resume_dir, engine, model, optimizer, scheduler)
