@@ -80,6 +80,11 @@ class ModelBackend(abc.ABC):
     def info(self) -> dict:
         """Device, dtype and model facts for logs and placement checks."""
 
+    def rewards(self, texts: list[str], chat: bool = False) -> list[float]:
+        """Scalar reward per text from a classifier head with one label (a Bradley-Terry reward model)."""
+        raise NotImplementedError(f"{type(self).__name__}: this backend does not serve scalar rewards "
+                                  "(the vLLM backend does not serve scalar rewards; use backend.kind=hf)")
+
 
 def encode_prompts(tok, texts: list[str], chat: bool, max_length: int, spec: str = "") -> list[list[int]]:
     """Token ids per prompt (chat template applied when asked), cut from the left to max_length.
@@ -91,6 +96,24 @@ def encode_prompts(tok, texts: list[str], chat: bool, max_length: int, spec: str
                  for t in texts]
     enc = tok(texts, add_special_tokens=not chat)["input_ids"]  # a chat template holds its own specials
     return [ids[-max_length:] for ids in enc]
+
+
+def encode_pairs(tok, prompts: list[str], continuations: list[str], chat: bool, max_length: int,
+                 spec: str = "") -> tuple[list[list[int]], list[int]]:
+    """Prompt+continuation token ids cut from the left to max_length, and each continuation's length.
+    The continuation keeps at least one prompt token before it (it must be predicted from something)."""
+    if len(prompts) != len(continuations):
+        raise ValueError("sequence_logprobs: prompts and continuations differ in length")
+    p_ids = encode_prompts(tok, prompts, chat, max_length, spec)
+    c_ids = tok(continuations, add_special_tokens=False)["input_ids"]
+    seqs, conts = [], []
+    for p, c in zip(p_ids, c_ids):
+        if not c:
+            raise ValueError("sequence_logprobs: empty continuation")
+        c = c[: max_length - 1]
+        seqs.append((p + c)[-max_length:])
+        conts.append(len(c))
+    return seqs, conts
 
 
 def label_token_ids(tok, labels: list[str], cache: dict[str, int]) -> list[int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from actors.backend import (BackendConfig, ModelBackend, default_threads, encode_prompts, label_token_ids,
+from actors.backend import (BackendConfig, ModelBackend, default_threads, encode_pairs, encode_prompts, label_token_ids,
                             resolve_dtype)
 from actors.registry import load_model
 
@@ -82,17 +82,7 @@ class HFBackend(ModelBackend):
     @torch.inference_mode()
     def sequence_logprobs(self, prompts: list[str], continuations: list[str],
                           chat: bool = False) -> list[tuple[float, int]]:
-        if len(prompts) != len(continuations):
-            raise ValueError("sequence_logprobs: prompts and continuations differ in length")
-        p_ids = encode_prompts(self.tok, prompts, chat, self.cfg.max_length, self.spec)
-        c_ids = self.tok(continuations, add_special_tokens=False)["input_ids"]
-        seqs, conts = [], []
-        for p, c in zip(p_ids, c_ids):
-            if not c:
-                raise ValueError("sequence_logprobs: empty continuation")
-            c = c[: self.cfg.max_length - 1]
-            seqs.append((p + c)[-self.cfg.max_length:])
-            conts.append(len(c))
+        seqs, conts = encode_pairs(self.tok, prompts, continuations, chat, self.cfg.max_length, self.spec)
         out: list[tuple[float, int] | None] = [None] * len(prompts)
         for batch in self._micro_batches([len(s) for s in seqs]):
             ids, mask, pos = self._pad_left([seqs[i] for i in batch])
@@ -106,6 +96,21 @@ class HFBackend(ModelBackend):
             self.tokens_seen += int(mask.sum())
         return out  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def rewards(self, texts: list[str], chat: bool = False) -> list[float]:
+        """logits[0] of a one-label classifier head per text (left-padded, length-bucketed batches)."""
+        if self.cfg.head != "classifier" or self.model.config.num_labels != 1:
+            raise ValueError(f"rewards: model {self.spec!r} needs backend.head=classifier with num_labels=1 "
+                             f"(got head={self.cfg.head}, num_labels={self.model.config.num_labels})")
+        seqs = encode_prompts(self.tok, texts, chat, self.cfg.max_length, self.spec)
+        out = [0.0] * len(texts)
+        for batch in self._micro_batches([len(s) for s in seqs]):
+            ids, mask, pos = self._pad_left([seqs[i] for i in batch])
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+            for r, i in enumerate(batch):
+                out[i] = float(logits[r, 0])
+            self.tokens_seen += int(mask.sum())
+        return out
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,

@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-from actors.backend import BackendConfig, ModelBackend, encode_prompts, label_token_ids
+from actors.backend import BackendConfig, ModelBackend, encode_pairs, encode_prompts, label_token_ids
 from actors.registry import load_model, load_tokenizer, resolve
 
 
@@ -84,15 +84,8 @@ class VLLMBackend(ModelBackend):
                           chat: bool = False) -> list[tuple[float, int]]:
         from vllm import SamplingParams
 
-        p_ids = encode_prompts(self.tok, prompts, chat, self.cfg.max_length, self.spec)
-        c_ids = self.tok(continuations, add_special_tokens=False)["input_ids"]
-        seqs, conts = [], []
-        for p, c in zip(p_ids, c_ids):
-            if not c:
-                raise ValueError("sequence_logprobs: empty continuation")
-            c = c[: self.cfg.max_length - 2]
-            seqs.append((p + c)[-(self.cfg.max_length - 1):])
-            conts.append(len(c))
+        # vLLM needs one slot past the prompt for the token it must generate
+        seqs, conts = encode_pairs(self.tok, prompts, continuations, chat, self.cfg.max_length - 1, self.spec)
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outs = self.llm.generate(self._prompts(seqs), params, use_tqdm=False)
         result = []

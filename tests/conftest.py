@@ -33,8 +33,8 @@ def smollm2_ready():
     return "embedded:smollm2-135m-instruct"
 
 
-def tiny_run_config(run_dir, **over):
-    """The tiny profile (configs/tiny.yaml) with overrides, as a validated RunConfig."""
+def tiny_run_config(run_dir, profile="tiny", **over):
+    """A tiny profile (configs/<profile>.yaml) with overrides, as a validated RunConfig."""
     from pathlib import Path
 
     from pipelines.config import load_config
@@ -42,7 +42,7 @@ def tiny_run_config(run_dir, **over):
 
     root = Path(__file__).resolve().parents[1]
     overrides = [f"run_dir={run_dir}"] + [f"{k}={v}" for k, v in over.items()]
-    return load_config(RunConfig, root / "configs" / "tiny.yaml", overrides)
+    return load_config(RunConfig, root / "configs" / f"{profile}.yaml", overrides)
 
 
 def live_actors(class_name: str) -> list[dict]:

@@ -96,3 +96,24 @@ def test_bayesian_multi_weak_loss_eq4_eq5():
     for gamma in (0.0, 0.3):
         got = L.bayesian_multi_weak_loss(logits, weak, w, gamma, lam).item()
         assert got == pytest.approx((1 - gamma) * weak_term + gamma * self_term, abs=1e-9)
+
+
+def test_bradley_terry_loss_by_hand():
+    # -log sigma(1) = log(1 + e^-1) = 0.3132617; -log sigma(-2) = log(1 + e^2) = 2.1269280
+    rc, rr = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    assert L.bradley_terry_loss(rc, rr).item() == pytest.approx(1.2200948, abs=1e-6)
+    w = torch.tensor([1.0, 0.5])
+    assert L.bradley_terry_loss(rc, rr, w).item() == pytest.approx((0.3132617 + 0.5 * 2.1269280) / 2, abs=1e-6)
+    # K = 2 cross-entropy over [r_c, r_r] is the same loss
+    logp = torch.log_softmax(torch.stack([rc, rr], 1), 1)
+    assert L.cross_entropy(logp, torch.zeros(2)).item() == pytest.approx(1.2200948, abs=1e-6)
+
+
+def test_cdpo_loss_eq12_by_hand():
+    # row 1: h = 0.5 * ((-10 + 11) - (-12 + 11.5)) = 0.75; row 2: h = 0.5 * ((-5 + 5) - (-4 + 5)) = -0.5
+    pc, pr = torch.tensor([-10.0, -5.0]), torch.tensor([-12.0, -4.0])
+    rc, rr = torch.tensor([-11.0, -5.0]), torch.tensor([-11.5, -5.0])
+    # eps 0 (Eq. 9): (log(1 + e^-0.75) + log(1 + e^0.5)) / 2 = (0.3868710 + 0.9740770) / 2
+    assert L.cdpo_loss(pc, pr, rc, rr, beta=0.5, epsilon=0.0).item() == pytest.approx(0.6804740, abs=1e-6)
+    # eps 0.1 (Eq. 12): -log sigma(-h) - (-log sigma(h)) = h, so the loss grows by eps * mean(h) = 0.0125
+    assert L.cdpo_loss(pc, pr, rc, rr, beta=0.5, epsilon=0.1).item() == pytest.approx(0.6929740, abs=1e-6)

@@ -180,3 +180,40 @@ def test_zero_offload_trains_in_one_process(examples, tmp_path):
     losses = [h["loss"] for h in read_history(tmp_path)]
     assert len(losses) == 4 and losses[-1] < losses[0] - 0.1
     assert _param_delta(summary["model_dir"]) > 1e-4
+
+
+def test_bradley_terry_reward_head_learns_weak_preferences(tmp_path):
+    """The scalar reward head on weakly labelled pairs: the first step's loss is the BT loss of the
+    untrained head, computed here independently; after training the chosen responses score higher."""
+    from training import losses as L
+    from training.examples import reward_examples
+
+    cfg = DataConfig(source="embedded:piqa_pairs", weak_train=8, held_out=0, test=0)
+    rows = split_rows(read_source(cfg), cfg)["weak_train"]
+    rows = [{**r, "weak_label": 1 - r["label"], "weak_conf": 0.5 + 0.05 * i} for i, r in enumerate(rows)]
+    ex = reward_examples(rows, "{prompt}\nAnswer: {response}", "weak", "confidence")
+    assert [e["weight"] for e in ex] == pytest.approx([0.5 + 0.05 * i for i in range(8)])
+    job = TrainJob(name="rm", spec="tiny:llama:3", out_dir=str(tmp_path), method="reward", examples=ex,
+                   train=TrainConfig(head="reward", engine="torch", lr=2e-3, max_steps=8, micro_batch=8,
+                                     max_length=96, lr_schedule="constant", checkpoint_at_end=False))
+    model, tok = load_model("tiny:llama:3", "classifier", num_labels=1)
+    from actors.backend import encode_prompts
+    from training.trainer import _left_pad
+
+    def rewards(m):
+        batch = _left_pad(encode_prompts(tok, [t for e in ex for t in e["texts"]], False, 96), tok.pad_token_id)
+        with torch.no_grad():
+            return m(**batch).logits[:, 0].view(-1, 2)
+
+    r0 = rewards(model)
+    t = torch.tensor([e["target"] for e in ex])
+    expected = L.bradley_terry_loss(r0.gather(1, t[:, None])[:, 0], r0.gather(1, 1 - t[:, None])[:, 0],
+                                    torch.tensor([e["weight"] for e in ex]))
+    fit_local(job, lambda m: None)
+    hist = read_history(tmp_path)
+    assert hist[0]["loss"] == pytest.approx(expected.item(), abs=2e-2)  # bf16 autocast on the first forward
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    trained, _ = load_model(str(tmp_path / "model"), "classifier")
+    r1 = rewards(trained)
+    margin = lambda r: (r.gather(1, t[:, None]) - r.gather(1, 1 - t[:, None])).mean().item()  # noqa: E731
+    assert margin(r1) > margin(r0) + 0.1

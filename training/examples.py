@@ -68,3 +68,36 @@ def weak_label_examples(rows: list[dict], method: str, names: list[str], templat
     return out
 
 
+
+
+REWARD_WEIGHTS = ("none", "confidence", "reliability")
+
+
+def reward_examples(rows: list[dict], fmt: str, target: str = "weak", weight_by: str = "none") -> list[dict]:
+    """Preference pairs for the Bradley-Terry reward head: one text per response
+    (fmt with {prompt} and {response}), the preferred one as target (the weak label, or the true
+    label with target="truth"), weighted by 1, the weak confidence, or the mean reliability
+    S_prob (seed 001 Eq. 4) of the weak answers that agree with the weak label."""
+    if weight_by not in REWARD_WEIGHTS:
+        raise ValueError(f"reward.weight_by: must be one of {REWARD_WEIGHTS}, got {weight_by!r}")
+    out = []
+    for r in rows:
+        if len(r["options"]) != 2:
+            raise ValueError(f"reward model: row {r['id']!r} has {len(r['options'])} responses; preference pairs have 2")
+        label = r["label"] if target == "truth" else r["weak_label"]
+        if label is None:
+            continue
+        weight = 1.0
+        if weight_by == "confidence":
+            weight = float(r["weak_conf"])
+        elif weight_by == "reliability":
+            if not r.get("perms"):
+                raise ValueError("reward.weight_by: reliability needs weak labels made with annotate.method=reliability")
+            agree = [s for a, s in zip(r["answers"], r["reliability"]) if a == label]
+            weight = float(np.mean(agree)) if agree else 0.0
+        texts = [fmt.replace("{prompt}", r["prompt"]).replace("{response}", o) for o in r["options"]]
+        out.append({"id": r["id"], "texts": texts, "labels": list(r["options"]), "target": int(label),
+                    "weight": weight})
+    if not out:
+        raise ValueError("reward model: no labelled preference pairs to train on")
+    return out

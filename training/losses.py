@@ -109,3 +109,27 @@ def bayesian_multi_weak_loss(logits: torch.Tensor, weak_probs: torch.Tensor, wei
     self_target = F.one_hot(alpha.detach().argmax(1), k).to(logits.dtype)
     self_term = edl_loss(alpha, self_target, lam).mean()
     return (1 - gamma) * weak_term + gamma * self_term
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Scalar reward model on preference pairs (Bradley-Terry):
+    L = (1/B) sum_b w_b * -log sigma(r(x_b, y_c) - r(x_b, y_r)),  w_b = 1 unless given
+    (the weak ensemble's confidence or the reliability score of the pair's weak label).
+    For K = 2 it equals cross-entropy over the logits [r_c, r_r] with the chosen one as target.
+    """
+    nll = -F.logsigmoid(r_chosen - r_rejected)
+    if weight is not None:
+        nll = nll * weight
+    return nll.mean()
+
+
+def cdpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+              ref_rejected: torch.Tensor, beta: float, epsilon: float = 0.0) -> torch.Tensor:
+    """Conservative DPO, seed 003 Eq. 12 over Eq. 9 (Mitchell's cDPO; epsilon = 0 gives DPO):
+    h = beta * [(log f(y_c) - log f_ref(y_c)) - (log f(y_r) - log f_ref(y_r))]
+    L = (1/B) sum_b (1 - eps) * -log sigma(h_b) + eps * -log sigma(-h_b).
+    Arguments are summed sequence log-probabilities [B] of the policy and the reference model.
+    """
+    h = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return ((1 - epsilon) * -F.logsigmoid(h) + epsilon * -F.logsigmoid(-h)).mean()

@@ -6,6 +6,9 @@
   strong_w2s/<method>    the strong model on the weak labels of held_out, one folder per method
   strong_w2s/bootstrap   Burns et al.'s bootstrapping: weak labels -> intermediate model(s) ->
                          their labels -> the strong model (strong.bootstrap lists the chain)
+  reward_model           the W2S reward model: a Bradley-Terry scalar head on the weak labels of
+                         held_out preference pairs (or the generative judge strong_w2s/<method>)
+  reward_ceiling         the same head on ground truth: the impartial judge of the alignment stage
 
 A job whose folder holds `_SUCCESS.json` with the same fingerprint is skipped; a different
 fingerprint is refused (nothing already written is overwritten); a partial job resumes from its
@@ -19,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from training.examples import W2S_METHODS, ground_truth_examples, weak_label_examples
+from training.examples import REWARD_WEIGHTS, W2S_METHODS, ground_truth_examples, reward_examples, weak_label_examples
 from training.trainer import TrainConfig, TrainJob, fit
 
 
@@ -44,6 +47,31 @@ class StrongConfig:
                 raise ValueError(f"methods: unknown method {m!r} (known: {', '.join(W2S_METHODS)})")
         for b in self.bootstrap:
             resolve(b)
+
+
+@dataclass
+class RewardConfig:
+    enabled: bool = False
+    # bt: a scalar Bradley-Terry head trained on the weak labels; judge: the generative pairwise
+    # judge strong_w2s/<judge_method> (the option-choice model), served as is
+    kind: str = "bt"
+    judge_method: str = "naive"
+    spec: str = ""  # model to train the bt head from ("" = strong.spec)
+    format: str = "{prompt}\nAnswer: {response}"  # the text a bt reward model reads
+    weight_by: str = "none"  # none | confidence | reliability (per-pair loss weight)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(head="reward"))
+
+    def __post_init__(self):
+        if self.kind not in ("bt", "judge"):
+            raise ValueError(f"reward.kind: must be bt or judge, got {self.kind!r}")
+        if self.judge_method not in W2S_METHODS:
+            raise ValueError(f"reward.judge_method: unknown method {self.judge_method!r}")
+        if "{prompt}" not in self.format or "{response}" not in self.format:
+            raise ValueError("reward.format: must contain {prompt} and {response}")
+        if self.weight_by not in REWARD_WEIGHTS:
+            raise ValueError(f"reward.weight_by: must be one of {REWARD_WEIGHTS}")
+        if self.train.head != "reward":
+            raise ValueError("reward.train.head: must be reward")
 
 
 def _fingerprint(job: TrainJob) -> str:
@@ -133,3 +161,17 @@ def bootstrap_stage(root: Path, strong: StrongConfig, annotate_fn, names: list[s
         label_names, label_weights = ["intermediate"], [1.0]
     return w2s_stage(root, strong, "naive", labels_dir, label_names, label_weights, template, log,
                      out=root / "strong_w2s" / "bootstrap")
+
+
+def reward_stage(root: Path, reward: RewardConfig, spec: str, rows: list[dict], target: str, out: Path,
+                 log=print) -> dict:
+    """A Bradley-Terry reward model on preference pairs (target weak: weak labels; truth: ground
+    truth), saved with its serving metadata (serving.scorer.save_reward_meta)."""
+    from serving.scorer import save_reward_meta
+
+    ex = reward_examples(rows, reward.format, target, reward.weight_by if target == "weak" else "none")
+    job = TrainJob(name="_".join(out.relative_to(root).parts), spec=reward.spec or spec, out_dir=str(out),
+                   train=reward.train, examples=ex, method="reward", num_options=2)
+    summary = run_job(job, log)
+    save_reward_meta(summary["model_dir"], "bt", format=reward.format, max_length=reward.train.max_length)
+    return summary

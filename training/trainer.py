@@ -27,7 +27,7 @@ import torch
 
 from training import losses as L
 
-HEADS = ("lm", "classifier")
+HEADS = ("lm", "classifier", "reward")
 ENGINES = ("deepspeed", "torch")
 
 
@@ -45,7 +45,9 @@ class TrainConfig:
     zero_stage: int = 2
     offload: bool = False  # ZeRO optimizer state offload to CPU
     precision: str = "auto"  # auto: bf16 autocast where supported, else fp32 | bf16 | fp32
-    head: str = "lm"  # lm: next-token prediction of the option label; classifier: K-way head
+    # lm: next-token prediction of the option label; classifier: K-way head; reward: a scalar
+    # Bradley-Terry reward r(prompt, response) per option (preference pairs, examples with "texts")
+    head: str = "lm"
     lm_normalize: str = "vocab"  # lm head: log-probs over the vocabulary (CLM) or over the K labels
     max_length: int = 512
     lr_schedule: str = "cosine"  # cosine | linear | constant
@@ -150,7 +152,10 @@ def _left_pad(seqs: list[list[int]], pad_id: int) -> dict:
 def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device) -> dict:
     from actors.backend import encode_prompts, label_token_ids
 
-    if job.answer == "text":  # B x K sequences: prompt + option text, continuation right-aligned
+    if job.train.head == "reward":  # B x K sequences: one rendered (prompt, response) text per option
+        out = _left_pad(encode_prompts(tok, [x for e in batch for x in e["texts"]], job.chat, job.train.max_length),
+                        tok.pad_token_id)
+    elif job.answer == "text":  # B x K sequences: prompt + option text, continuation right-aligned
         conts = [tok(c, add_special_tokens=False)["input_ids"] for e in batch for c in e["labels"]]
         longest = max(len(c) for c in conts)
         prompts = encode_prompts(tok, [e["text"] for e in batch], job.chat, job.train.max_length - longest)
@@ -173,6 +178,9 @@ def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device) ->
 def option_scores(model, batch: dict, head: str, lm_normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probabilities [B, K], raw scores [B, K]) of the options, answer position only."""
     common = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    if head == "reward":  # r(x, y_k) from the scalar head; softmax over K = Bradley-Terry for K = 2
+        r = model(**common).logits[:, 0].float().view(batch["target"].shape[0], -1)
+        return torch.log_softmax(r, -1), r
     if "cont_mask" in batch:
         return text_scores(model, batch, common, lm_normalize)
     if head == "classifier":
@@ -203,6 +211,12 @@ def text_scores(model, batch: dict, common: dict, lm_normalize: str) -> tuple[to
 def compute_loss(method: str, logp, logits, batch, step: int, total: int, t: TrainConfig,
                  weak_weights: torch.Tensor) -> tuple[torch.Tensor, dict]:
     gamma = L.gamma_at(step, total, t.gamma_max, t.gamma_warmup_frac)
+    if t.head == "reward":  # weight: 1, the weak confidence or the reliability (training.examples)
+        if logits.shape[1] != 2:
+            raise ValueError("strong.train.head: reward trains on preference pairs (2 options per row)")
+        chosen = batch["target"].long().unsqueeze(1)
+        return L.bradley_terry_loss(logits.gather(1, chosen).squeeze(1), logits.gather(1, 1 - chosen).squeeze(1),
+                                    batch["weight"]), {}
     if method in ("ground_truth", "naive", "rel_filter"):
         return L.cross_entropy(logp, batch["target"]), {}
     if method == "rel_reweight":
@@ -249,8 +263,9 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
     t = job.train
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(t.seed)
-    head = "classifier" if t.head == "classifier" else "causal_lm"
-    model, tok = load_model(job.spec, head, num_labels=job.num_options if t.head == "classifier" else None,
+    head = "causal_lm" if t.head == "lm" else "classifier"
+    labels = {"classifier": job.num_options, "reward": 1}.get(t.head)
+    model, tok = load_model(job.spec, head, num_labels=labels,
                             dtype=torch.float32, device=device)
     model.train()
     steps = total_steps(job, world)
