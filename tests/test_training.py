@@ -83,6 +83,22 @@ def test_worker_killed_resumes_onto_the_same_trajectory(ray_cluster, examples, t
     assert losses == pytest.approx(expected, abs=1e-5)  # steps 4.. re-run from the step-3 checkpoint
 
 
+def test_driver_restart_resumes_from_ray_train_checkpoint(ray_cluster, examples, tmp_path):
+    """A job stopped after step 3 (its driver gone) and started again continues at step 4 on the
+    uninterrupted trajectory (constant LR, so the 3-step and 6-step runs share their first steps)."""
+    full = _job(tmp_path / "full", examples, engine="torch", lr_schedule="constant", checkpoint_every=0)
+    fit_local(full, lambda m: None)
+    expected = [h["loss"] for h in read_history(full.out_dir)]
+    first = _job(tmp_path / "run", examples, engine="torch", lr_schedule="constant", max_steps=3, checkpoint_every=0)
+    fit(first, lambda m: None)
+    logs = []
+    fit(_job(tmp_path / "run", examples, engine="torch", lr_schedule="constant", checkpoint_every=0), logs.append)
+    assert "resuming" in logs[0]
+    hist = read_history(first.out_dir)
+    assert [h["step"] for h in hist] == [1, 2, 3, 4, 5, 6]
+    assert [h["loss"] for h in hist] == pytest.approx(expected, abs=2e-3)
+
+
 def test_local_resume_takes_the_next_batch(examples, tmp_path):
     job = _job(tmp_path, examples, engine="torch")
     fit_local(job, lambda m: None)

@@ -425,7 +425,9 @@ def latest_checkpoint(storage: Path):
 
 def fit(job: TrainJob, log=print) -> dict:
     """Run a job on Ray Train (TorchTrainer, job.train.num_workers workers); resumes from the
-    newest checkpoint under <out_dir>/ray_train, and restarts failed workers from it."""
+    newest checkpoint under <out_dir>/ray_train, and restarts failed workers from it. Ray Train 2.60
+    (Train V2) restores a run's newest checkpoint itself when the same name and storage path run
+    again (it refuses `resume_from_checkpoint`); `ray.train.get_checkpoint()` hands it to the loop."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -448,7 +450,6 @@ def fit(job: TrainJob, log=print) -> dict:
         run_config=RunConfig(name=job.name, storage_path=str(storage), worker_runtime_env={"env_vars": env},
                              failure_config=FailureConfig(max_failures=t.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        resume_from_checkpoint=resume,
     )
     t0 = time.time()
     log(f"train {job.name}: {len(job.examples)} examples, {t.num_workers} worker(s), engine {t.engine}"
