@@ -4,6 +4,7 @@
     w2s data --config configs/quickstart.yaml     # seeded splits
     w2s annotate --config configs/quickstart.yaml annotate.method=reliability
     w2s run configs/quickstart.yaml run_dir=runs/x
+    w2s serve configs/serve.yaml model_dir=runs/x/reward_model   # HTTP reward model (Ray Serve)
 
 Every command takes a YAML config (positional or --config) and key=value overrides that win.
 """
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="fetch and convert the embedded models and datasets")
     for name, help_ in (("data", "build the seeded data splits"), ("annotate", "weak annotation with Ray Data"),
-                        ("run", "the end-to-end job")):
+                        ("run", "the end-to-end job"), ("serve", "serve a reward model over HTTP (Ray Serve)")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("config_pos", nargs="?", metavar="CONFIG")
         p.add_argument("--config", "-c")
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.insert(0, args.config_pos)
         args.config_pos = None
     args.overrides += extra
+    if args.command == "serve":
+        return _serve(args)
     try:
         cfg = _load(args)
     except ValueError as e:
@@ -60,6 +63,21 @@ def main(argv: list[str] | None = None) -> int:
 
     until = {"data": "data", "annotate": "weak_labels", "run": None}[args.command]
     runmod.run(cfg, _log, until=until)
+    return 0
+
+
+def _serve(args) -> int:
+    from pipelines.config import load_config
+    from serving.config import ServeConfig
+
+    try:
+        cfg = load_config(ServeConfig, args.config or args.config_pos, args.overrides)
+        from serving.server import serve_forever
+
+        serve_forever(cfg, _log)
+    except ValueError as e:
+        print(f"w2s: bad config: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

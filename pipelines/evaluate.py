@@ -185,12 +185,34 @@ def write_report(root: Path, metrics: dict) -> Path:
         plot_reliability(matrix, root / "reliability_heatmap.png")
         lines += ["Weak-label accuracy by entropy (seed 001 Fig. 3) and mean reliability by (weak answer, "
                   "true label) (Fig. 4):", "", "![entropy](entropy_buckets.png) ![reliability](reliability_heatmap.png)", ""]
+    if "alignment" in metrics:
+        lines += alignment_lines(root, metrics)
     lines += ["| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v.get('seconds', 0):.1f} |" for k, v in metrics["stages"].items()]
     lines += [f"| total | {metrics['seconds']:.1f} |"]
     path = root / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def alignment_lines(root: Path, metrics: dict) -> list[str]:
+    from pipelines.align import plot_win_tie_lose
+
+    al = metrics["alignment"]
+    j = al["judge"]
+    plot_win_tie_lose(j, root / "win_tie_lose.png")
+    pairs = metrics["stages"].get("dpo_pairs", {})
+    lines = ["## Alignment: W2S reward model -> DPO pairs -> cDPO", "",
+             f"Reward models' pairwise accuracy on the test pairs: W2S reward model {_fmt(al['rm_accuracy_w2s'])}, "
+             f"ground-truth reward model (the judge) {_fmt(al['rm_accuracy_ceiling'])}.",
+             f"DPO pairs: {pairs.get('pairs', 'n/a')} from {pairs.get('prompts', 'n/a')} prompts. "
+             f"DPO changed {al['changed']} of {al['prompts']} greedy test answers.", "",
+             "| DPO policy vs SFT policy (impartial judge) | win | tie | lose |", "|---|---|---|---|",
+             f"| test prompts (n={j['n']}) | {j['win']} | {j['tie']} | {j['lose']} |", "",
+             "![win / tie / lose](win_tie_lose.png)", "", "Examples (greedy answers):", ""]
+    for e in al.get("examples", [])[:3]:
+        lines += [f"- {e['prompt'][:120]!r}: SFT {e['sft'][:80]!r} / DPO {e['dpo'][:80]!r}"]
+    return lines + [""]
 
 
 def _fmt(x):

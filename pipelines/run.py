@@ -5,6 +5,8 @@
 data -> weak_sft (weak.finetune) -> weak_labels -> strong_ceiling -> strong_w2s/<method> for
 every strong.methods (+ bootstrap when strong.bootstrap lists intermediate models) -> eval (test
 accuracy of every model, PGR, deception) -> report (report.md, metrics.json, PNG plots).
+On a preference task (K = 2) with reward.enabled / align.enabled, the alignment stages follow
+strong_w2s (pipelines/align.py): reward_model + reward_ceiling -> dpo_pairs -> dpo -> align_eval.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pathlib import Path
 from actors.backend import BackendConfig
 from actors.weak import WeakConfig, WeakModelConfig
 from cluster.config import ClusterConfig
+from pipelines.align import AlignConfig
 from pipelines.annotate import AnnotateConfig, annotate_stage
 from pipelines.data import DataConfig, prepare_data
 from pipelines.prompts import TemplateConfig
-from training.stages import StrongConfig
+from training.stages import RewardConfig, StrongConfig
 
 
 @dataclass
@@ -32,8 +35,14 @@ class RunConfig:
     template: TemplateConfig = field(default_factory=TemplateConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     strong: StrongConfig = field(default_factory=StrongConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
 
     def __post_init__(self):
+        if self.align.enabled and not self.reward.enabled:
+            raise ValueError("align.enabled: the alignment stage needs reward.enabled: true")
+        if self.reward.enabled and self.reward.kind == "judge" and self.reward.judge_method not in self.strong.methods:
+            raise ValueError(f"reward.judge_method: {self.reward.judge_method} is not in strong.methods")
         if not self.run_dir:
             raise ValueError("run_dir: must be a non-empty path")
         if any(m.startswith("rel_") for m in self.strong.methods) and self.annotate.method != "reliability":
@@ -138,8 +147,17 @@ def stage_eval(cfg: RunConfig, log=print) -> dict:
     return result
 
 
-STAGES = (("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate),
-          ("strong_ceiling", stage_ceiling), ("strong_w2s", stage_w2s), ("eval", stage_eval))
+def stages(cfg: RunConfig) -> list:
+    from pipelines import align
+
+    out = [("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate),
+           ("strong_ceiling", stage_ceiling), ("strong_w2s", stage_w2s)]
+    if cfg.reward.enabled:
+        out.append(("reward_model", align.stage_reward))
+    out.append(("eval", stage_eval))
+    if cfg.align.enabled:
+        out += [("dpo_pairs", align.stage_pairs), ("dpo", align.stage_dpo), ("align_eval", align.stage_align_eval)]
+    return out
 
 
 def _brief(result: dict) -> dict:
@@ -156,12 +174,12 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
     n_weak = len(cfg.weak.models)
     connect(cfg.cluster, max(int(-(-n_weak * cfg.cluster.weak_gpu // 1)), int(-(-cfg.cluster.strong_gpu // 1))))
     metrics: dict = {"stages": {}, "data": {}, "strong_spec": cfg.strong.spec}
-    for name, fn in STAGES:
+    for name, fn in stages(cfg):
         t = time.time()
         log(f"== stage {name}")
         result = fn(cfg, log)
-        if name == "eval":
-            metrics["evaluation"] = result
+        if name in ("eval", "align_eval"):
+            metrics["evaluation" if name == "eval" else "alignment"] = result
         else:
             metrics["stages"][name] = _brief(result)
         metrics["stages"].setdefault(name, {})["seconds"] = round(time.time() - t, 2)

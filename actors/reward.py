@@ -1,0 +1,46 @@
+"""The reward-model role (`reward.*`): scores responses with the W2S reward model in-process.
+
+Wraps serving.scorer.RewardScorer (a Bradley-Terry scalar head or the generative pairwise judge),
+the same code the Ray Serve deployment runs, so pipeline scores equal served scores.
+"""
+
+from __future__ import annotations
+
+import os
+
+from actors.backend import BackendConfig
+
+
+class RewardActor:
+    role = "reward"
+
+    def __init__(self, name: str, model_dir: str, backend: BackendConfig):
+        from serving.scorer import RewardScorer
+
+        self.name = name
+        self.scorer = RewardScorer.from_dir(model_dir, backend)
+
+    def ready(self) -> dict:
+        import ray
+
+        return {"role": self.role, "name": self.name, "pid": os.getpid(), "kind": self.scorer.kind,
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+    def score_rows(self, prompts: list[str], responses: list[list[str]]) -> list[list[float]]:
+        """One score per response of each row: the scalar reward (bt, one batched call for all rows)
+        or the mean pairwise win probability within the row (judge)."""
+        if self.scorer.kind != "bt":
+            return [self.scorer.rank(p, r)["scores"] for p, r in zip(prompts, responses)]
+        flat = self.scorer.score([p for p, rs in zip(prompts, responses) for _ in rs], [x for rs in responses for x in rs])
+        out, i = [], 0
+        for rs in responses:
+            out.append(flat[i:i + len(rs)])
+            i += len(rs)
+        return out
+
+    def tokens_seen(self) -> int:
+        return getattr(self.scorer, "tokens_seen", 0)
+
+    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
+        """P(a preferred over b) per row (both orders averaged for the judge)."""
+        return self.scorer.compare(prompts, a, b)

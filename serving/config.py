@@ -1,0 +1,102 @@
+"""Serving config (`configs/serve.yaml` + `key=value` overrides, like every other config here)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from actors.backend import BackendConfig
+from cluster.config import ClusterConfig
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a DNS name or an interface name: treat as reachable from outside
+
+
+@dataclass
+class ServeConfig:
+    model_dir: str = ""  # a reward model directory (HF model + tokenizer + w2s_reward.json)
+    host: str = "127.0.0.1"  # a non-loopback host (0.0.0.0) needs a token
+    port: int = 8000
+    # bearer token; empty: read from $<token_env>; still empty: no auth (loopback hosts only)
+    token: str = field(default="", repr=False)
+    token_env: str = "W2S_SERVE_TOKEN"
+    name: str = "w2s-reward"  # Serve application name
+    route_prefix: str = "/"
+    replicas: int = 1
+    num_cpus: float = 1.0  # per replica
+    num_gpus: float = 0.0  # per replica; fractional: a GPU share (0.5: two replicas on one GPU)
+    max_ongoing_requests: int = 64  # per replica; must exceed max_batch_size for batches to fill
+    access_log: bool = True  # one log line per request from each replica
+    # dynamic batching: items (texts or pairs) of concurrent requests are scored in one forward
+    batching: bool = True
+    max_batch_size: int = 16  # items per batched forward
+    batch_wait_timeout_s: float = 0.01
+    # request limits
+    max_body_bytes: int = 1_000_000
+    max_items: int = 64  # items / responses / queries per request
+    max_chars: int = 8000  # per string
+    max_pairs: int = 256  # judge round-robin pairs per rank request: n responses cost n(n-1)/2
+    # model forwards; head and max_length come from the model directory (w2s_reward.json)
+    backend: BackendConfig = field(default_factory=lambda: BackendConfig(max_length=512, max_batch_tokens=4096))
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self):
+        if not isinstance(self.model_dir, str) or not self.model_dir.strip():
+            raise ValueError("serve.model_dir: a reward model directory is needed (model_dir=PATH)")
+        if not self.token:
+            self.token = os.environ.get(self.token_env, "") if self.token_env else ""
+        if not self.host:
+            raise ValueError("serve.host: must not be empty")
+        if not is_loopback(self.host) and not self.token:
+            raise ValueError(f"serve.token: binding to non-loopback host {self.host!r} needs a bearer token "
+                             f"(set serve.token or ${self.token_env})")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"serve.port: must be in 1..65535, got {self.port}")
+        if not self.route_prefix.startswith("/"):
+            raise ValueError(f"serve.route_prefix: must start with '/', got {self.route_prefix!r}")
+        if not self.name:
+            raise ValueError("serve.name: must not be empty")
+        self._check_resources()
+        self._check_limits()
+
+    def _check_resources(self):
+        if self.replicas < 1:
+            raise ValueError(f"serve.replicas: must be >= 1, got {self.replicas}")
+        if self.num_cpus < 0:
+            raise ValueError(f"serve.num_cpus: must be >= 0, got {self.num_cpus}")
+        gpus = self.num_gpus
+        if gpus < 0 or (0 < gpus < 1 and (1 / gpus) != int(1 / gpus)) or (gpus > 1 and gpus != int(gpus)):
+            raise ValueError(f"serve.num_gpus: must be 0, 1/n (0.5, 0.25, ...) or a whole number, got {gpus}")
+        if self.num_cpus == 0 and gpus == 0:
+            raise ValueError("serve.num_cpus: a replica with no GPU needs CPUs (> 0)")
+
+    def _check_limits(self):
+        if self.max_ongoing_requests < 1:
+            raise ValueError(f"serve.max_ongoing_requests: must be >= 1, got {self.max_ongoing_requests}")
+        if self.max_batch_size < 1:
+            raise ValueError(f"serve.max_batch_size: must be >= 1, got {self.max_batch_size}")
+        if not 0 <= self.batch_wait_timeout_s <= 10:
+            raise ValueError(f"serve.batch_wait_timeout_s: must be in [0, 10], got {self.batch_wait_timeout_s}")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"serve.max_body_bytes: must be >= 1024, got {self.max_body_bytes}")
+        if self.max_items < 2:
+            raise ValueError(f"serve.max_items: must be >= 2 (rank needs 2 responses), got {self.max_items}")
+        if self.max_chars < 1:
+            raise ValueError(f"serve.max_chars: must be >= 1, got {self.max_chars}")
+        if self.max_pairs < 1:
+            raise ValueError(f"serve.max_pairs: must be >= 1, got {self.max_pairs}")
+
+    def url(self) -> str:
+        """Where clients reach the app (a wildcard bind address is reached on loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}{self.route_prefix.rstrip('/')}"
