@@ -165,14 +165,26 @@ def _brief(result: dict) -> dict:
     return {k: (_brief(v) if isinstance(v, dict) else v) for k, v in result.items() if k not in drop}
 
 
+def gpus_needed(cfg: RunConfig) -> int:
+    """The most GPUs any stage's placement plan asks for: the weak ensemble, the strong model, or
+    (alignment) the policy beside the reward model or the weak ensemble."""
+    from cluster.plan import plan_resources
+
+    n_weak = len(cfg.weak.models)
+    plans = [{"weak": n_weak}, {"strong": 1}]
+    if cfg.align.enabled:
+        scorer = cfg.align.pairs.scorer
+        plans.append({"policy": 1, "reward": int(scorer == "reward"), "weak": n_weak if scorer == "weak" else 0})
+    return max(plan_resources(p, cfg.cluster, 1.0).total_gpus for p in plans)
+
+
 def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
     """Run the stages in order (up to and including `until`), skipping complete ones."""
     from cluster.connect import connect
 
     t0 = time.time()
     # declare every logical GPU the run will need up front: a local cluster cannot grow later
-    n_weak = len(cfg.weak.models)
-    connect(cfg.cluster, max(int(-(-n_weak * cfg.cluster.weak_gpu // 1)), int(-(-cfg.cluster.strong_gpu // 1))))
+    connect(cfg.cluster, gpus_needed(cfg))
     metrics: dict = {"stages": {}, "data": {}, "strong_spec": cfg.strong.spec}
     for name, fn in stages(cfg):
         t = time.time()
