@@ -76,6 +76,13 @@ class ModelBackend(abc.ABC):
         """num_samples continuations per prompt (greedy when temperature == 0), each with the sum of
         its tokens' log-probabilities under the model (temperature 1, before sampling)."""
 
+    def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64,
+                    chat: bool = False) -> list[list[tuple[str, float]]]:
+        """Top num_beams continuations per prompt by beam search, best first, each with its summed
+        token log-probability (seed 003 section 4.1: the M beams of one weak model)."""
+        raise NotImplementedError(f"{type(self).__name__}: this backend does not run beam search "
+                                  "(use backend.kind=hf)")
+
     @abc.abstractmethod
     def info(self) -> dict:
         """Device, dtype and model facts for logs and placement checks."""

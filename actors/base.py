@@ -36,5 +36,8 @@ class BackendActor:
                  temperature: float = 0.0, seed: int = 0, chat: bool = False):
         return self.backend.generate(prompts, num_samples, max_new_tokens, temperature, seed, chat)
 
+    def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64, chat: bool = False):
+        return self.backend.beam_search(prompts, num_beams, max_new_tokens, chat)
+
     def tokens_seen(self) -> int:
         return getattr(self.backend, "tokens_seen", 0)

@@ -139,6 +139,35 @@ class HFBackend(ModelBackend):
             self.tokens_seen += int(mask.sum()) * num_samples + int(alive.sum())
         return out  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64,
+                    chat: bool = False) -> list[list[tuple[str, float]]]:
+        """Top num_beams sequences per prompt by beam search ranked on the summed log-probability
+        (length_penalty 0), each with sum_t log p(y_t | x, y_<t) from the raw logits (the end token
+        included when generated, as in `generate`; generation-config processors excluded)."""
+        if num_beams < 1:
+            raise ValueError("beam_search: num_beams must be >= 1")
+        seqs = encode_prompts(self.tok, prompts, chat, self.cfg.max_length - max_new_tokens, self.spec)
+        out: list[list[tuple[str, float]] | None] = [None] * len(prompts)
+        budget = max(1, self.cfg.max_batch_tokens // num_beams)
+        for batch in self._micro_batches([len(s) + max_new_tokens for s in seqs], budget):
+            ids, mask, _ = self._pad_left([seqs[i] for i in batch])
+            beams = {"num_beams": num_beams, "length_penalty": 0.0, "early_stopping": True} if num_beams > 1 else {}
+            gen = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                num_return_sequences=num_beams, temperature=None, top_p=None, top_k=None, output_logits=True,
+                return_dict_in_generate=True, pad_token_id=self.tok.pad_token_id, **beams)
+            logp = self.model.compute_transition_scores(gen.sequences, [x.float() for x in gen.logits],
+                                                        getattr(gen, "beam_indices", None), normalize_logits=True)
+            new = gen.sequences[:, ids.shape[1]:]
+            alive = _before_eos(new, self.tok.eos_token_id, self.tok.pad_token_id)
+            logp = (logp * alive).sum(-1)  # greedy (one beam) leaves the padding after the end token unmasked
+            for r, i in enumerate(batch):
+                rows = range(r * num_beams, (r + 1) * num_beams)
+                out[i] = [(self.tok.decode(new[j][alive[j]], skip_special_tokens=True), float(logp[j])) for j in rows]
+            self.tokens_seen += int(mask.sum()) * num_beams + int(alive.sum())
+        return out  # type: ignore[return-value]
+
 
 def _before_eos(new: torch.Tensor, eos_id, pad_id) -> torch.Tensor:
     """Mask of generated tokens up to and including the first end token (padding after it)."""
