@@ -61,15 +61,17 @@ def test_shipped_configs_validate():
     from pathlib import Path
 
     from pipelines.seam import load_principles
+    from pipelines.seam_annotate import SeamRunConfig
     from serving.config import ServeConfig
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    others = {"serve.yaml": lambda p: load_config(ServeConfig, p), "seam_principles.yaml": load_principles}
+    others = {"serve.yaml": lambda p: load_config(ServeConfig, p), "seam_principles.yaml": load_principles,
+              "seam.yaml": lambda p: load_config(SeamRunConfig, p)}
     checked = 0
     for path in sorted(root.glob("*.yaml")):
         if path.name in others:
             others[path.name](path)
-        elif path.name != "seam.yaml":  # the SEAM stage's own config (tests/test_seam_annotate.py)
+        else:
             load_config(RunConfig, path)
         checked += 1
     assert checked >= 5
