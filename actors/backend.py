@@ -57,6 +57,12 @@ class ModelBackend(abc.ABC):
                           chat: bool = False) -> list[tuple[float, int]]:
         """(sum of log p(continuation tokens | prompt), number of continuation tokens) per row."""
 
+    def token_logprobs(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[list[float]]:
+        """log p(token | prompt, earlier tokens) of each continuation token (teacher forcing; the
+        tokens of `encode_pairs`); their sum is `sequence_logprobs`' first value."""
+        raise NotImplementedError(f"{type(self).__name__}: this backend does not return per-token "
+                                  "log-probabilities (use backend.kind=hf)")
+
     def score_texts(self, texts: list[str], answers: list[list[str]], chat: bool = False) -> list[np.ndarray]:
         """P(option | text) from each option text's length-normalised log-likelihood
         s_k = (1/|y_k|) sum_i log p(y_k,i | x, y_k,<i) (seed 001 Eq. 1), softmax over the row's options."""

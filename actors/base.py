@@ -32,6 +32,9 @@ class BackendActor:
     def sequence_logprobs(self, prompts: list[str], continuations: list[str], chat: bool = False):
         return self.backend.sequence_logprobs(prompts, continuations, chat)
 
+    def token_logprobs(self, prompts: list[str], continuations: list[str], chat: bool = False):
+        return self.backend.token_logprobs(prompts, continuations, chat)
+
     def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
                  temperature: float = 0.0, seed: int = 0, chat: bool = False):
         return self.backend.generate(prompts, num_samples, max_new_tokens, temperature, seed, chat)

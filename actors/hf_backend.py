@@ -79,20 +79,23 @@ class HFBackend(ModelBackend):
             self.tokens_seen += int(mask.sum())
         return out  # type: ignore[return-value]
 
-    @torch.inference_mode()
     def sequence_logprobs(self, prompts: list[str], continuations: list[str],
                           chat: bool = False) -> list[tuple[float, int]]:
+        return [(float(np.sum(t, dtype=np.float64)), len(t)) for t in self.token_logprobs(prompts, continuations, chat)]
+
+    @torch.inference_mode()
+    def token_logprobs(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[list[float]]:
+        """Per-token log p of each continuation (teacher forcing, tokens of `encode_pairs`)."""
         seqs, conts = encode_pairs(self.tok, prompts, continuations, chat, self.cfg.max_length, self.spec)
-        out: list[tuple[float, int] | None] = [None] * len(prompts)
+        out: list[list[float] | None] = [None] * len(prompts)
         for batch in self._micro_batches([len(s) for s in seqs]):
             ids, mask, pos = self._pad_left([seqs[i] for i in batch])
             keep = max(conts[i] for i in batch) + 1
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
             logp = torch.log_softmax(logits[:, :-1].float(), -1)  # position t predicts token t+1
-            targets = ids[:, -keep + 1:]
-            tok_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            tok_logp = logp.gather(-1, ids[:, -keep + 1:].unsqueeze(-1)).squeeze(-1)
             for r, i in enumerate(batch):
-                out[i] = (float(tok_logp[r, -conts[i]:].sum()), conts[i])
+                out[i] = tok_logp[r, -conts[i]:].tolist()
             self.tokens_seen += int(mask.sum())
         return out  # type: ignore[return-value]
 

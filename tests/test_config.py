@@ -61,12 +61,13 @@ def test_shipped_configs_validate():
     from pathlib import Path
 
     from pipelines.seam import load_principles
+    from pipelines.joint_annotate import JointRunConfig
     from pipelines.seam_annotate import SeamRunConfig
     from serving.config import ServeConfig
 
     root = Path(__file__).resolve().parents[1] / "configs"
     others = {"serve.yaml": lambda p: load_config(ServeConfig, p), "seam_principles.yaml": load_principles,
-              "seam.yaml": lambda p: load_config(SeamRunConfig, p)}
+              "seam.yaml": lambda p: load_config(SeamRunConfig, p), "joint.yaml": lambda p: load_config(JointRunConfig, p)}
     checked = 0
     for path in sorted(root.glob("*.yaml")):
         if path.name in others:

@@ -1,0 +1,361 @@
+"""Joint-decoding annotation (seed 003 section 4.1, Eq. 6) as a Ray Data stage.
+
+Each weak model (one WeakActor on its own bundle) proposes its top M beams per prompt; the union
+of the M x N texts is scored by every weak model by teacher forcing, and the candidate with the
+largest sum_i lambda_i P(y | theta_i) becomes the `target` (pure logic: pipelines/joint_decoding.py).
+Per Ray Data batch there is ONE batched `beam_search` call and ONE batched `sequence_logprobs`
+call per weak model (all rows of the batch at once; the N models' calls run concurrently).
+
+Output: <out_dir>/joint_labels.parquet, one row per input: id, prompt (as the weak models saw it),
+target, target_index, num_candidates, candidates (JSON: text, proposed_by, beam_logps, logps [N],
+num_tokens [N], score, log_score), weak_top (each weak model's own top beam, cleaned), reference.
+Finished batches are kept under _shards/, so an interrupted run resumes; _SUCCESS.json holds
+the fingerprint, counts, rows/s and, where references exist, exact match / token F1 of the
+target and of each weak model's top beam.
+
+    .venv/bin/python -m pipelines.joint_annotate configs/joint.yaml [key=value ...]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actors.backend import BackendConfig
+from cluster.config import ClusterConfig
+from pipelines.generation import GenDataConfig
+
+TASK_CPUS = 0.1
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class JointMember:
+    """One weak model of the ensemble. chat: wrap prompts in its chat template."""
+    spec: str = ""
+    name: str = ""
+    chat: bool = False
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+    def __post_init__(self):
+        if not self.spec:
+            raise ValueError("weak.spec: missing (e.g. embedded:smollm2-135m-instruct, tiny:llama)")
+        from actors.registry import resolve
+
+        resolve(self.spec)
+        if not self.name:
+            self.name = self.spec.split(":", 1)[-1].rstrip("/").split("/")[-1].replace(":", "-")
+        if not _NAME.match(self.name):
+            raise ValueError(f"weak.name: {self.name!r} may hold only letters, digits, '_', '.', '-'")
+
+
+@dataclass
+class JointConfig:
+    num_beams: int = 2  # M beams per weak model
+    max_new_tokens: int = 24
+    weights: list[float] = field(default_factory=list)  # lambda_i per weak model; empty: all 1
+    prompt_format: str = "Q: {prompt}\nA:"
+    first_line: bool = True  # a beam ends at its first newline
+    batch_rows: int = 8
+    max_in_flight: int = 2  # Ray Data batches in flight
+
+    def __post_init__(self):
+        if self.num_beams < 1:
+            raise ValueError(f"joint.num_beams: must be >= 1, got {self.num_beams}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"joint.max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+        if self.batch_rows < 1:
+            raise ValueError(f"joint.batch_rows: must be >= 1, got {self.batch_rows}")
+        if self.max_in_flight < 1:
+            raise ValueError(f"joint.max_in_flight: must be >= 1, got {self.max_in_flight}")
+        if "{prompt}" not in self.prompt_format:
+            raise ValueError("joint.prompt_format: must contain {prompt}")
+        w = [float(x) for x in self.weights]
+        if w and (not all(np.isfinite(w)) or any(x < 0 for x in w) or not any(x > 0 for x in w)):
+            raise ValueError(f"joint.weights: must be finite, >= 0 and not all 0, got {self.weights}")
+        self.weights = w
+
+    def resolved_weights(self, n: int) -> list[float]:
+        if not self.weights:
+            return [1.0] * n
+        if len(self.weights) != n:
+            raise ValueError(f"joint.weights: {len(self.weights)} weights for {n} weak models")
+        return list(self.weights)
+
+
+@dataclass
+class JointRunConfig:
+    """configs/joint.yaml: generation data, the weak ensemble, joint decoding, the cluster."""
+    weak: list[JointMember]
+    run_dir: str = "runs/joint"
+    split: str = "held_out"  # which gen_data split to annotate
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    gen_data: GenDataConfig = field(default_factory=GenDataConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+
+    def __post_init__(self):
+        if not self.run_dir:
+            raise ValueError("run_dir: must be a non-empty path")
+        if not self.weak:
+            raise ValueError("weak: at least one weak model is needed")
+        names = [m.name for m in self.weak]
+        if len(set(names)) != len(names):
+            raise ValueError(f"weak: duplicate names {names}; give each model a distinct name")
+        if self.split not in ("held_out", "test"):
+            raise ValueError(f"split: must be held_out or test, got {self.split!r}")
+        self.joint.resolved_weights(len(self.weak))
+
+    @property
+    def root(self) -> Path:
+        return Path(self.run_dir).expanduser().resolve()
+
+
+# ---------------------------------------------------------------- text helpers and metrics
+
+def clean(text: str, first_line: bool = True) -> str:
+    text = text.strip()
+    return text.split("\n", 1)[0].strip() if first_line else text
+
+
+def render(fmt: str, prompt: str) -> str:
+    return fmt.replace("{prompt}", prompt)  # not str.format: prompts may hold braces
+
+
+def _norm_tokens(text: str | None) -> list[str]:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = (text or "").lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return text.split()
+
+
+def exact_match(pred: str | None, ref: str) -> float:
+    return float(_norm_tokens(pred) == _norm_tokens(ref))
+
+
+def token_f1(pred: str | None, ref: str) -> float:
+    p, r = _norm_tokens(pred), _norm_tokens(ref)
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    prec, rec = common / len(p), common / len(r)
+    return 2 * prec * rec / (prec + rec)
+
+
+# ---------------------------------------------------------------- the batch function
+
+JOINT_SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("target", pa.string()),
+                          ("target_index", pa.int64()), ("num_candidates", pa.int64()),
+                          ("candidates", pa.string()), ("weak_top", pa.list_(pa.string())),
+                          ("reference", pa.string())])
+
+
+def joint_batch(batch: pa.Table, *, actors: list, chats: list[bool], weights: list[float],
+                cfg: JointConfig) -> pa.Table:
+    """One Ray Data batch: Eq. 6 over all its rows with one batched call per weak model per step."""
+    import ray
+
+    from pipelines.joint_decoding import joint_decode
+
+    rows = batch.to_pylist()
+    prompts = [render(cfg.prompt_format, r["prompt"]) for r in rows]
+    beam_refs: list = []
+    lp_refs: list = []
+    tops: dict[int, list[str]] = {}
+
+    def beams_fn(i: int, ps: list[str]):
+        if not beam_refs:  # all N models decode concurrently; joint_decode asks for them in order
+            beam_refs.extend(a.beam_search.remote(ps, cfg.num_beams, cfg.max_new_tokens, c)
+                             for a, c in zip(actors, chats))
+        out = ray.get(beam_refs[i])
+        tops[i] = [clean(b[0][0], cfg.first_line) if b else "" for b in out]
+        return out
+
+    def logprob_fn(i: int, ps: list[str], cs: list[str]):
+        if not lp_refs:
+            # a base model continues "...A:" with " text"; a chat model starts the answer turn with "text"
+            lp_refs.extend(a.sequence_logprobs.remote(ps, [("" if c else " ") + x for x in cs], c)
+                           for a, c in zip(actors, chats))
+        return ray.get(lp_refs[i])
+
+    decoded = joint_decode(prompts, beams_fn, logprob_fn, weights, cfg.num_beams,
+                           clean=lambda t: clean(t, cfg.first_line))
+    out = []
+    for k, (r, p, d) in enumerate(zip(rows, prompts, decoded)):
+        out.append({"id": r["id"], "prompt": p, "target": d["target"], "target_index": d["target_index"],
+                    "num_candidates": len(d["candidates"]), "candidates": json.dumps(d["candidates"]),
+                    "weak_top": [tops[i][k] for i in range(len(actors))], "reference": r.get("reference")})
+    return pa.Table.from_pylist(out, schema=JOINT_SCHEMA)
+
+
+# ---------------------------------------------------------------- the stage
+
+def _member(m) -> dict:
+    if is_dataclass(m):
+        m = asdict(m)
+    backend = m.get("backend") or BackendConfig()
+    if isinstance(backend, dict):
+        backend = BackendConfig(**backend)
+    return {"name": m["name"], "spec": m["spec"], "backend": backend, "chat": bool(m.get("chat", False))}
+
+
+def joint_stage(split_dir: Path, out_dir: Path, weak: list, cfg: JointConfig, cluster_cfg: ClusterConfig,
+                log=print) -> dict:
+    """Split in, joint_labels.parquet out. weak: [{name, spec, backend, chat?}] (or JointMembers).
+    Skipped when complete with the same config; continues a partial run."""
+    import ray
+
+    from actors.weak import WeakActor
+    from cluster.connect import connect
+    from cluster.plan import plan_resources
+    from cluster.worker_group import WorkerGroup
+    from pipelines.annotate import _cluster_cpus, collect_done, drop_done, read_shards
+    from pipelines.data import fingerprint
+
+    members = [_member(m) for m in weak]
+    if not members:
+        raise ValueError("joint_stage: no weak models")
+    weights = cfg.resolved_weights(len(members))
+    names = [m["name"] for m in members]
+    out_dir, shards = Path(out_dir), Path(out_dir) / "_shards"
+    fp = fingerprint({"joint": asdict(cfg), "weak": [{**m, "backend": asdict(m["backend"])} for m in members],
+                      "input": sorted(p.name for p in Path(split_dir).glob("*.parquet"))})
+    marker = out_dir / "_SUCCESS.json"
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if done["fingerprint"] != fp:
+            raise RuntimeError(f"{out_dir} was made with another joint config; use a new run_dir or delete it")
+        log(f"joint: complete, skipped ({done['rows']} rows)")
+        return done
+    shards.mkdir(parents=True, exist_ok=True)
+    record = out_dir / "_CONFIG.json"
+    if record.is_file() and json.loads(record.read_text())["fingerprint"] != fp:
+        raise RuntimeError(f"{out_dir} holds a partial run with another config; use a new run_dir or delete it")
+    record.write_text(json.dumps({"fingerprint": fp}))
+    done = collect_done(shards, log)
+    plan = plan_resources({"weak": len(members)}, cluster_cfg, _cluster_cpus(cluster_cfg))
+    connect(cluster_cfg, plan.total_gpus)
+    log(f"joint: {len(members)} weak models {names}, M={cfg.num_beams} beams, max_new_tokens "
+        f"{cfg.max_new_tokens}, weights {weights}; {plan.describe()}")
+    t0 = time.time()
+    group = WorkerGroup(WeakActor, plan.roles["weak"], cluster_cfg,
+                        [{k: m[k] for k in ("name", "spec", "backend")} for m in members], names)
+    try:
+        ds = read_shards(split_dir)
+        if done:
+            log(f"joint: resuming, {len(done)} rows already done")
+            ds = ds.map_batches(drop_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=TASK_CPUS)
+        ds = ds.map_batches(joint_batch, batch_size=cfg.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
+                            compute=ray.data.TaskPoolStrategy(size=cfg.max_in_flight),
+                            fn_kwargs={"actors": group.actors, "chats": [m["chat"] for m in members],
+                                       "weights": weights, "cfg": cfg})
+        ds.write_parquet(str(shards), ray_remote_args={"num_cpus": TASK_CPUS})
+    finally:
+        group.shutdown()
+    return finalize_joint(split_dir, out_dir, names, fp, time.time() - t0, len(done), log)
+
+
+def metrics(table: pa.Table, names: list[str]) -> dict | None:
+    """Exact match / token F1 vs the reference of the target and of each weak model's top beam
+    (rows with a reference only); None when no row has one."""
+    rows = [r for r in table.select(["target", "weak_top", "reference"]).to_pylist() if r["reference"]]
+    if not rows:
+        return None
+    out = {"rows": len(rows)}
+    systems = {"joint": [r["target"] for r in rows]}
+    systems.update({n: [r["weak_top"][i] for r in rows] for i, n in enumerate(names)})
+    for sys_name, preds in systems.items():
+        out[sys_name] = {"em": float(np.mean([exact_match(p, r["reference"]) for p, r in zip(preds, rows)])),
+                         "f1": float(np.mean([token_f1(p, r["reference"]) for p, r in zip(preds, rows)]))}
+    return out
+
+
+def finalize_joint(split_dir: Path, out_dir: Path, names: list[str], fp: str, seconds: float, resumed: int,
+                   log=print) -> dict:
+    shards = Path(out_dir) / "_shards"
+    table = pa.concat_tables([pq.read_table(f, schema=JOINT_SCHEMA) for f in sorted(shards.glob("*.parquet"))])
+    want = set(pq.read_table(split_dir, columns=["id"]).column("id").to_pylist())
+    got = table["id"].to_pylist()
+    if len(got) != len(set(got)) or set(got) != want:
+        raise RuntimeError(f"{shards}: {len(got)} rows written for {len(want)} inputs")
+    table = table.sort_by("id")
+    tmp = Path(out_dir) / "joint_labels.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.rename(Path(out_dir) / "joint_labels.parquet")
+    new = len(got) - resumed
+    cands = [json.loads(c) for c in table["candidates"].to_pylist()]
+    from_model = {n: sum(1 for cs, t in zip(cands, table["target_index"].to_pylist())
+                         if t is not None and i in cs[t]["proposed_by"]) for i, n in enumerate(names)}
+    summary = {"rows": len(got), "rows_new": new, "no_target": sum(t is None for t in table["target"].to_pylist()),
+               "mean_candidates": float(np.mean(table["num_candidates"].to_pylist())),
+               "target_proposed_by": from_model, "seconds": round(seconds, 1),
+               "rows_per_s": round(new / max(seconds, 1e-9), 3), "models": names,
+               "metrics": metrics(table, names), "fingerprint": fp,
+               "path": str(Path(out_dir) / "joint_labels.parquet")}
+    (Path(out_dir) / "_SUCCESS.json").write_text(json.dumps(summary, indent=1))
+    m = summary["metrics"]
+    scores = "" if not m else "; EM/F1 " + ", ".join(
+        f"{k} {m[k]['em']:.3f}/{m[k]['f1']:.3f}" for k in ["joint", *names])
+    log(f"joint: {summary['rows']} rows ({new} new) in {seconds:.1f} s ({summary['rows_per_s']} rows/s), "
+        f"{summary['mean_candidates']:.2f} candidates/row, target proposed by {from_model}{scores}")
+    return summary
+
+
+def metrics_markdown(summary: dict) -> str:
+    m = summary.get("metrics")
+    if not m:
+        return "(no references: no metrics)"
+    lines = [f"| system ({m['rows']} rows) | exact match | token F1 |", "|---|---|---|"]
+    for k in ["joint", *summary["models"]]:
+        label = "joint decoding (Eq. 6)" if k == "joint" else f"{k} top beam"
+        lines.append(f"| {label} | {m[k]['em']:.3f} | {m[k]['f1']:.3f} |")
+    return "\n".join(lines)
+
+
+def run_config(cfg: JointRunConfig, log=print) -> dict:
+    from pipelines.generation import prepare_gen_data
+
+    prepare_gen_data(cfg.gen_data, cfg.root / "gen_data", log)
+    return joint_stage(cfg.root / "gen_data" / cfg.split, cfg.root / "joint_labels", cfg.weak, cfg.joint,
+                       cfg.cluster, log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import os
+
+    from pipelines.config import load_config
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    p = argparse.ArgumentParser(prog="python -m pipelines.joint_annotate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(JointRunConfig, args.config, args.overrides)
+    except ValueError as e:
+        print(f"joint: bad config: {e}", file=sys.stderr)
+        return 2
+    summary = run_config(cfg, lambda m: print(m, flush=True))
+    print(metrics_markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    # run the importable module's main, so Ray pickles the batch function by reference
+    from pipelines.joint_annotate import main as _main
+
+    sys.exit(_main())
