@@ -208,6 +208,24 @@ def summarize(table: pa.Table, names: list[str], kept: np.ndarray) -> dict:
             "accuracy_per_model": per_model}
 
 
+def open_stage(out_dir: Path, fp: str, what: str, log=print, shards: Path | None = None) -> tuple[dict | None, set[str]]:
+    """The guard of a streaming stage: (the summary of a complete run, or None; ids already written
+    in `shards`, default out_dir). A complete or partial run made with another fingerprint
+    (`what` names its config) is refused, so nothing already written is overwritten."""
+    marker, record = out_dir / "_SUCCESS.json", out_dir / "_CONFIG.json"
+    if marker.is_file():
+        summary = json.loads(marker.read_text())
+        if summary["fingerprint"] != fp:
+            raise RuntimeError(f"{out_dir} was made with another {what} config; use a new run_dir or delete it")
+        return summary, set()
+    shards = shards or out_dir
+    shards.mkdir(parents=True, exist_ok=True)
+    if record.is_file() and json.loads(record.read_text())["fingerprint"] != fp:
+        raise RuntimeError(f"{out_dir} holds a partial run with another config; use a new run_dir or delete it")
+    record.write_text(json.dumps({"fingerprint": fp}))
+    return None, collect_done(shards, log)
+
+
 def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, template: TemplateConfig,
                    cluster_cfg, log=print, actor_cls=None, role: str = "weak") -> dict:
     """Config in, weak_labels out. Skipped when complete; continues a partial run.
@@ -227,18 +245,10 @@ def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, t
     # only matters through the fine-tuned model directories named in the specs)
     fp = fingerprint({"weak": [asdict(m) for m in weak.models], "annotate": asdict(acfg), "template": asdict(template),
                       "input": sorted(p.name for p in split_dir.glob("*.parquet"))})
-    marker, record = out_dir / "_SUCCESS.json", out_dir / "_CONFIG.json"
-    if marker.is_file():
-        summary = json.loads(marker.read_text())
-        if summary["fingerprint"] != fp:
-            raise RuntimeError(f"{out_dir} was made with another weak/annotate config; use a new run_dir or delete it")
+    summary, done = open_stage(out_dir, fp, "weak/annotate", log)
+    if summary:
         log(f"annotate {out_dir.name}: complete, skipped ({summary['rows']} rows)")
         return summary
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if record.is_file() and json.loads(record.read_text())["fingerprint"] != fp:
-        raise RuntimeError(f"{out_dir} holds a partial run with another config; use a new run_dir or delete it")
-    record.write_text(json.dumps({"fingerprint": fp}))
-    done = collect_done(out_dir, log)
 
     plan = plan_resources({role: len(names)}, cluster_cfg, _cluster_cpus(cluster_cfg))
     connect(cluster_cfg, plan.total_gpus)

@@ -134,26 +134,17 @@ def pairs_stage(split_dir: Path, out_dir: Path, cfg: PairsConfig, policy_spec: s
     from cluster.connect import connect
     from cluster.plan import plan_resources
     from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus, collect_done, drop_done, read_shards
+    from pipelines.annotate import _cluster_cpus, drop_done, open_stage, read_shards
     from pipelines.data import fingerprint
 
     out_dir, shards = Path(out_dir), Path(out_dir) / "_shards"
     fp = fingerprint({"pairs": asdict(cfg), "policy": policy_spec, "reward": reward_dir,
                       "weak": [asdict(m) for m in weak.models] if cfg.scorer == "weak" else None,
                       "input": sorted(p.name for p in Path(split_dir).glob("*.parquet"))})
-    marker = out_dir / "_SUCCESS.json"
-    if marker.is_file():
-        done = json.loads(marker.read_text())
-        if done["fingerprint"] != fp:
-            raise RuntimeError(f"{out_dir} was made with another policy/scorer config; use a new run_dir or delete it")
-        log(f"dpo_pairs: complete, skipped ({done['pairs']} pairs)")
-        return done
-    shards.mkdir(parents=True, exist_ok=True)
-    record = out_dir / "_CONFIG.json"
-    if record.is_file() and json.loads(record.read_text())["fingerprint"] != fp:
-        raise RuntimeError(f"{out_dir} holds a partial run with another config; use a new run_dir or delete it")
-    record.write_text(json.dumps({"fingerprint": fp}))
-    done = collect_done(shards, log)
+    summary, done = open_stage(out_dir, fp, "policy/scorer", log, shards)
+    if summary:
+        log(f"dpo_pairs: complete, skipped ({summary['pairs']} pairs)")
+        return summary
     counts = {"policy": 1, "reward": 1 if cfg.scorer == "reward" else 0,
               "weak": len(weak.models) if cfg.scorer == "weak" else 0}
     plan = plan_resources(counts, cluster_cfg, _cluster_cpus(cluster_cfg))

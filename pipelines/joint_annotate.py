@@ -221,7 +221,7 @@ def joint_stage(split_dir: Path, out_dir: Path, weak: list, cfg: JointConfig, cl
     from cluster.connect import connect
     from cluster.plan import plan_resources
     from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus, collect_done, drop_done, read_shards
+    from pipelines.annotate import _cluster_cpus, drop_done, open_stage, read_shards
     from pipelines.data import fingerprint
 
     members = [_member(m) for m in weak]
@@ -232,19 +232,10 @@ def joint_stage(split_dir: Path, out_dir: Path, weak: list, cfg: JointConfig, cl
     out_dir, shards = Path(out_dir), Path(out_dir) / "_shards"
     fp = fingerprint({"joint": asdict(cfg), "weak": [{**m, "backend": asdict(m["backend"])} for m in members],
                       "input": sorted(p.name for p in Path(split_dir).glob("*.parquet"))})
-    marker = out_dir / "_SUCCESS.json"
-    if marker.is_file():
-        done = json.loads(marker.read_text())
-        if done["fingerprint"] != fp:
-            raise RuntimeError(f"{out_dir} was made with another joint config; use a new run_dir or delete it")
-        log(f"joint: complete, skipped ({done['rows']} rows)")
-        return done
-    shards.mkdir(parents=True, exist_ok=True)
-    record = out_dir / "_CONFIG.json"
-    if record.is_file() and json.loads(record.read_text())["fingerprint"] != fp:
-        raise RuntimeError(f"{out_dir} holds a partial run with another config; use a new run_dir or delete it")
-    record.write_text(json.dumps({"fingerprint": fp}))
-    done = collect_done(shards, log)
+    summary, done = open_stage(out_dir, fp, "joint", log, shards)
+    if summary:
+        log(f"joint: complete, skipped ({summary['rows']} rows)")
+        return summary
     plan = plan_resources({"weak": len(members)}, cluster_cfg, _cluster_cpus(cluster_cfg))
     connect(cluster_cfg, plan.total_gpus)
     log(f"joint: {len(members)} weak models {names}, M={cfg.num_beams} beams, max_new_tokens "

@@ -247,26 +247,17 @@ def seam_stage(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, strong
     from cluster.connect import connect
     from cluster.plan import plan_resources
     from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus, collect_done, drop_done, read_shards
+    from pipelines.annotate import _cluster_cpus, drop_done, open_stage, read_shards
 
     stage = stage_cfg or SeamStageConfig()
     split_dir, out_dir = Path(split_dir), Path(out_dir)
     shards = out_dir / "_shards"
     principles = seam.load_principles(seam_cfg.principles_path)
     fp = stage_fingerprint(split_dir, seam_cfg, strong_spec, strong_backend, weak_model, template, stage)
-    marker, record = out_dir / "_SUCCESS.json", out_dir / "_CONFIG.json"
-    if marker.is_file():
-        summary = json.loads(marker.read_text())
-        if summary["fingerprint"] != fp:
-            raise RuntimeError(f"{out_dir} was made with another SEAM/model/template config; "
-                               "use a new run_dir or delete it")
+    summary, done = open_stage(out_dir, fp, "SEAM/model/template", log, shards)
+    if summary:
         log(f"seam {out_dir.name}: complete, skipped ({summary['rows']} rows)")
         return summary
-    shards.mkdir(parents=True, exist_ok=True)
-    if record.is_file() and json.loads(record.read_text())["fingerprint"] != fp:
-        raise RuntimeError(f"{out_dir} holds a partial run with another config; use a new run_dir or delete it")
-    record.write_text(json.dumps({"fingerprint": fp}))
-    done = collect_done(shards, log)
 
     plan = plan_resources({"strong": 1, "weak": 1}, cluster_cfg, _cluster_cpus(cluster_cfg))
     connect(cluster_cfg, plan.total_gpus)
