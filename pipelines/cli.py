@@ -4,7 +4,7 @@
     w2s data --config configs/quickstart.yaml     # seeded splits
     w2s annotate --config configs/quickstart.yaml annotate.method=reliability
     w2s run configs/quickstart.yaml run_dir=runs/x
-    w2s serve configs/serve.yaml model_dir=runs/x/reward_model   # HTTP reward model (Ray Serve)
+    w2s serve configs/serve.yaml model_dir=runs/align/reward_model/model   # reward model over HTTP (Ray Serve)
 
 Every command takes a YAML config (positional or --config) and key=value overrides that win.
 """
