@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.backend import BackendConfig
-from pipelines.dpo_pairs import PairsConfig, pairs_stage
+from pipelines.dpo_pairs import PairsConfig, clean, pairs_stage
 from training.dpo import DPOStageConfig
 
 
@@ -122,16 +122,13 @@ def stage_align_eval(cfg, log=print) -> dict:
         with WorkerGroup(StrongActor, plan.roles["policy"], cfg.cluster,
                          [{"name": name, "spec": spec, "backend": replace(a.backend, head="lm")}], [name]) as g:
             gen = ray.get(g.actors[0].generate.remote(prompts, 1, a.eval_max_new_tokens, 0.0, 0))
-        from pipelines.dpo_pairs import clean
-
         answers[name] = [clean(o[0][0], a.pairs.first_line) or "(empty)" for o in gen]
     result = {"prompts": len(rows), "changed": sum(x != y for x, y in zip(answers["sft"], answers["dpo"]))}
-    dirs = reward_dirs(root, cfg)
-    for role, d in dirs.items():
+    labelled = [r for r in rows if r["label"] is not None]
+    for role, d in reward_dirs(root, cfg).items():
         with WorkerGroup(RewardActor, plan.roles["policy"], cfg.cluster,
                          [{"name": role, "model_dir": d, "backend": a.backend}], [role]) as g:
             actor = g.actors[0]
-            labelled = [r for r in rows if r["label"] is not None]
             p_first = ray.get(actor.compare.remote([r["prompt"] for r in labelled], [r["options"][0] for r in labelled],
                                                    [r["options"][1] for r in labelled]))
             acc = float(np.mean([(p > 0.5) == (r["label"] == 0) for p, r in zip(p_first, labelled)]))

@@ -226,6 +226,27 @@ def open_stage(out_dir: Path, fp: str, what: str, log=print, shards: Path | None
     return None, collect_done(shards, log)
 
 
+def pending_rows(split_dir: Path, done: set[str], log, label: str):
+    """The split as a Ray Data stream, without the rows a partial run already wrote."""
+    ds = read_shards(split_dir)
+    if done:
+        log(f"{label}: resuming, {len(done)} rows already written")
+        ds = ds.map_batches(drop_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=TASK_CPUS)
+    return ds
+
+
+def read_complete(written_dir: Path, split_dir: Path, schema=None) -> pa.Table:
+    """Every Parquet file a stage wrote, sorted by id; refuses output that misses or repeats an
+    input row, so a stage is only marked complete when it is."""
+    table = pa.concat_tables([pq.read_table(f, schema=schema) for f in sorted(Path(written_dir).glob("*.parquet"))])
+    want = set(pq.read_table(split_dir, columns=["id"]).column("id").to_pylist())
+    got = table["id"].to_pylist()
+    if len(got) != len(set(got)) or set(got) != want:
+        raise RuntimeError(f"{written_dir}: {len(got)} rows written for {len(want)} inputs "
+                           f"({len(want - set(got))} missing, {len(got) - len(set(got))} duplicated)")
+    return table.sort_by("id")
+
+
 def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, template: TemplateConfig,
                    cluster_cfg, log=print, actor_cls=None, role: str = "weak") -> dict:
     """Config in, weak_labels out. Skipped when complete; continues a partial run.
@@ -260,10 +281,7 @@ def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, t
             f"{[i['gpu_ids'] for i in group.infos]}")
         t1 = time.time()
         tokens0 = sum(ray.get([a.tokens_seen.remote() for a in group.actors]))
-        ds = read_shards(split_dir)
-        if done:
-            log(f"annotate: resuming, {len(done)} rows already written")
-            ds = ds.map_batches(drop_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=TASK_CPUS)
+        ds = pending_rows(split_dir, done, log, "annotate")
         ds = ds.map_batches(
             score_batch, batch_size=acfg.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
             compute=ray.data.TaskPoolStrategy(size=acfg.max_in_flight),
@@ -279,20 +297,14 @@ def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, t
 
 def finalize(split_dir: Path, out_dir: Path, names: list[str], acfg: AnnotateConfig, fp: str,
              seconds: float, tokens: int, log=print) -> dict:
-    table = pa.concat_tables([pq.read_table(f) for f in sorted(out_dir.glob("*.parquet"))])
-    want = set(pq.read_table(split_dir, columns=["id"]).column("id").to_pylist())
-    got = table["id"].to_pylist()
-    if len(got) != len(set(got)) or set(got) != want:
-        raise RuntimeError(f"{out_dir}: {len(got)} rows written for {len(want)} inputs "
-                           f"({len(want - set(got))} missing, {len(got) - len(set(got))} duplicated)")
-    table = table.sort_by("id")
+    table = read_complete(out_dir, split_dir)
     summary = summarize(table, names, kept_mask(table, acfg.filter_percentile, acfg.tie_break))
     summary.update({"stage": out_dir.name, "fingerprint": fp, "method": acfg.method,
                     "filter_percentile": acfg.filter_percentile,
                     "tie_break": acfg.tie_break,
                     "tau": rel.uncertainty_threshold(table["entropy"].to_pylist(), acfg.filter_percentile),
                     "seconds": round(seconds, 2),
-                    "rows_per_s": round(len(got) / max(seconds, 1e-9), 2), "tokens": tokens})
+                    "rows_per_s": round(table.num_rows / max(seconds, 1e-9), 2), "tokens": tokens})
     (out_dir / "_SUCCESS.json").write_text(json.dumps(summary, indent=1))
     log(summary_line(summary))
     return summary

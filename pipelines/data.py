@@ -193,13 +193,17 @@ def _read_hf(path: str, split: str) -> list[dict]:
 
 def split_rows(rows: list[dict], cfg: DataConfig) -> dict[str, list[dict]]:
     """Deterministic weak_train / held_out / test split by seed (disjoint)."""
-    need = cfg.weak_train + cfg.held_out + cfg.test
+    return seeded_split(rows, {name: getattr(cfg, name) for name in SPLITS}, cfg.seed, "data", cfg.source)
+
+
+def seeded_split(rows: list[dict], sizes: dict[str, int], seed: int, where: str, source: str) -> dict[str, list[dict]]:
+    """Disjoint splits of the given sizes, in order, from one seeded permutation of the rows."""
+    need = sum(sizes.values())
     if need > len(rows):
-        raise DataError(f"data: weak_train + held_out + test = {need} exceeds the {len(rows)} rows of {cfg.source}")
-    order = np.random.default_rng(cfg.seed).permutation(len(rows))
+        raise DataError(f"{where}: {' + '.join(sizes)} = {need} exceeds the {len(rows)} rows of {source}")
+    order = np.random.default_rng(seed).permutation(len(rows))
     out, start = {}, 0
-    for name in SPLITS:
-        n = getattr(cfg, name)
+    for name, n in sizes.items():
         out[name] = [rows[i] for i in order[start:start + n]]
         start += n
     return out
@@ -209,13 +213,14 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_split(rows: list[dict], directory: Path, shard_rows: int) -> None:
+def write_split(rows: list[dict], directory: Path, shard_rows: int, schema: pa.Schema = SCHEMA) -> None:
     """Write rows as Parquet shards through a temp dir + rename, so a crash leaves no half split."""
+    directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for k, start in enumerate(range(0, len(rows), shard_rows)):
-        table = pa.Table.from_pylist(rows[start:start + shard_rows], schema=SCHEMA)
+        table = pa.Table.from_pylist(rows[start:start + shard_rows], schema=schema)
         pq.write_table(table, tmp / f"part-{k:05d}.parquet")
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)

@@ -27,8 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.annotate import TASK_CPUS
+
 SCORERS = ("reward", "endpoint", "weak")
-TASK_CPUS = 0.1
 
 
 @dataclass
@@ -134,7 +135,7 @@ def pairs_stage(split_dir: Path, out_dir: Path, cfg: PairsConfig, policy_spec: s
     from cluster.connect import connect
     from cluster.plan import plan_resources
     from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus, drop_done, open_stage, read_shards
+    from pipelines.annotate import _cluster_cpus, open_stage, pending_rows
     from pipelines.data import fingerprint
 
     out_dir, shards = Path(out_dir), Path(out_dir) / "_shards"
@@ -161,10 +162,7 @@ def pairs_stage(split_dir: Path, out_dir: Path, cfg: PairsConfig, policy_spec: s
         elif cfg.scorer == "weak":
             groups.append(WorkerGroup(WeakActor, plan.roles["weak"], cluster_cfg,
                                       [{"name": m.name, "spec": m.spec, "backend": m.backend} for m in weak.models]))
-        ds = read_shards(split_dir)
-        if done:
-            log(f"dpo_pairs: resuming, {len(done)} prompts already done")
-            ds = ds.map_batches(drop_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=TASK_CPUS)
+        ds = pending_rows(split_dir, done, log, "dpo_pairs")
         ds = ds.map_batches(
             pairs_batch, batch_size=cfg.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
             compute=ray.data.TaskPoolStrategy(size=2),
@@ -179,13 +177,10 @@ def pairs_stage(split_dir: Path, out_dir: Path, cfg: PairsConfig, policy_spec: s
 
 
 def finalize_pairs(split_dir: Path, out_dir: Path, fp: str, seconds: float, log=print) -> dict:
-    shards = out_dir / "_shards"
-    table = pa.concat_tables([pq.read_table(f, schema=PAIRS_SCHEMA) for f in sorted(shards.glob("*.parquet"))])
-    want = set(pq.read_table(split_dir, columns=["id"]).column("id").to_pylist())
-    got = table["id"].to_pylist()
-    if len(got) != len(set(got)) or set(got) != want:
-        raise RuntimeError(f"{shards}: {len(got)} prompts written for {len(want)} inputs")
-    table = table.sort_by("id")
+    from pipelines.annotate import read_complete
+
+    table = read_complete(out_dir / "_shards", split_dir, PAIRS_SCHEMA)
+    prompts = table.num_rows
     import pyarrow.compute as pc
 
     pairs = table.filter(pc.is_valid(table["chosen"]))
@@ -193,9 +188,9 @@ def finalize_pairs(split_dir: Path, out_dir: Path, fp: str, seconds: float, log=
     pq.write_table(pairs, tmp)
     tmp.rename(out_dir / "train.parquet")
     margin = np.array(pairs["score_chosen"].to_pylist()) - np.array(pairs["score_rejected"].to_pylist())
-    summary = {"prompts": len(got), "pairs": pairs.num_rows, "no_pair": len(got) - pairs.num_rows,
+    summary = {"prompts": prompts, "pairs": pairs.num_rows, "no_pair": prompts - pairs.num_rows,
                "mean_margin": float(margin.mean()) if len(margin) else None, "seconds": round(seconds, 1),
-               "prompts_per_s": round(len(got) / max(seconds, 1e-9), 3), "fingerprint": fp,
+               "prompts_per_s": round(prompts / max(seconds, 1e-9), 3), "fingerprint": fp,
                "path": str(out_dir / "train.parquet")}
     (out_dir / "_SUCCESS.json").write_text(json.dumps(summary, indent=1))
     log(f"dpo_pairs: {summary['pairs']} pairs from {summary['prompts']} prompts in {seconds:.1f} s "

@@ -10,15 +10,12 @@ shards and `gen_data/_SUCCESS.json`, and is skipped when complete with the same 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipelines.data import DataError, fingerprint
+from pipelines.data import DataError, fingerprint, seeded_split, write_split
 
 GEN_SPLITS = ("held_out", "test")
 GEN_SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("reference", pa.string())])
@@ -99,19 +96,6 @@ def read_gen_source(cfg: GenDataConfig) -> list[dict]:
     return rows
 
 
-def write_gen_split(rows: list[dict], directory: Path, shard_rows: int) -> None:
-    """Parquet shards through a temp dir + rename, so a crash leaves no half split."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for k, start in enumerate(range(0, len(rows), shard_rows)):
-        pq.write_table(pa.Table.from_pylist(rows[start:start + shard_rows], schema=GEN_SCHEMA),
-                       tmp / f"part-{k:05d}.parquet")
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-
-
 def prepare_gen_data(cfg: GenDataConfig, out_dir: Path, log=print, rows: list[dict] | None = None) -> dict:
     """Seeded held_out / test splits under out_dir (e.g. <run_dir>/gen_data). rows: given rows
     instead of cfg.source (tests)."""
@@ -126,15 +110,10 @@ def prepare_gen_data(cfg: GenDataConfig, out_dir: Path, log=print, rows: list[di
         return done
     rows = [validate_gen_row(r, i, "rows", cfg.require_reference) for i, r in enumerate(rows)] if rows is not None \
         else read_gen_source(cfg)
-    need = cfg.held_out + cfg.test
-    if need > len(rows):
-        raise DataError(f"gen_data: held_out + test = {need} exceeds the {len(rows)} rows of {cfg.source}")
-    order = np.random.default_rng(cfg.seed).permutation(len(rows))
-    counts, start = {}, 0
-    for name in GEN_SPLITS:
-        n = getattr(cfg, name)
-        write_gen_split([rows[i] for i in order[start:start + n]], out_dir / name, cfg.shard_rows)
-        counts[name], start = n, start + n
+    splits = seeded_split(rows, {name: getattr(cfg, name) for name in GEN_SPLITS}, cfg.seed, "gen_data", cfg.source)
+    for name, part in splits.items():
+        write_split(part, out_dir / name, cfg.shard_rows, GEN_SCHEMA)
+    counts = {name: len(part) for name, part in splits.items()}
     done = {"fingerprint": fp, "config": asdict(cfg), "counts": counts}
     marker.write_text(json.dumps(done, indent=1))
     log(f"gen_data: {cfg.source} -> {counts} rows in {out_dir}")

@@ -33,9 +33,9 @@ import pyarrow.parquet as pq
 
 from actors.backend import BackendConfig
 from cluster.config import ClusterConfig
+from pipelines.annotate import TASK_CPUS
 from pipelines.generation import GenDataConfig
 
-TASK_CPUS = 0.1
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -221,7 +221,7 @@ def joint_stage(split_dir: Path, out_dir: Path, weak: list, cfg: JointConfig, cl
     from cluster.connect import connect
     from cluster.plan import plan_resources
     from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus, drop_done, open_stage, read_shards
+    from pipelines.annotate import _cluster_cpus, open_stage, pending_rows
     from pipelines.data import fingerprint
 
     members = [_member(m) for m in weak]
@@ -244,10 +244,7 @@ def joint_stage(split_dir: Path, out_dir: Path, weak: list, cfg: JointConfig, cl
     group = WorkerGroup(WeakActor, plan.roles["weak"], cluster_cfg,
                         [{k: m[k] for k in ("name", "spec", "backend")} for m in members], names)
     try:
-        ds = read_shards(split_dir)
-        if done:
-            log(f"joint: resuming, {len(done)} rows already done")
-            ds = ds.map_batches(drop_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=TASK_CPUS)
+        ds = pending_rows(split_dir, done, log, "joint")
         ds = ds.map_batches(joint_batch, batch_size=cfg.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
                             compute=ray.data.TaskPoolStrategy(size=cfg.max_in_flight),
                             fn_kwargs={"actors": group.actors, "chats": [m["chat"] for m in members],
@@ -275,21 +272,17 @@ def metrics(table: pa.Table, names: list[str]) -> dict | None:
 
 def finalize_joint(split_dir: Path, out_dir: Path, names: list[str], fp: str, seconds: float, resumed: int,
                    log=print) -> dict:
-    shards = Path(out_dir) / "_shards"
-    table = pa.concat_tables([pq.read_table(f, schema=JOINT_SCHEMA) for f in sorted(shards.glob("*.parquet"))])
-    want = set(pq.read_table(split_dir, columns=["id"]).column("id").to_pylist())
-    got = table["id"].to_pylist()
-    if len(got) != len(set(got)) or set(got) != want:
-        raise RuntimeError(f"{shards}: {len(got)} rows written for {len(want)} inputs")
-    table = table.sort_by("id")
+    from pipelines.annotate import read_complete
+
+    table = read_complete(Path(out_dir) / "_shards", split_dir, JOINT_SCHEMA)
     tmp = Path(out_dir) / "joint_labels.parquet.tmp"
     pq.write_table(table, tmp)
     tmp.rename(Path(out_dir) / "joint_labels.parquet")
-    new = len(got) - resumed
+    new = table.num_rows - resumed
     cands = [json.loads(c) for c in table["candidates"].to_pylist()]
     from_model = {n: sum(1 for cs, t in zip(cands, table["target_index"].to_pylist())
                          if t is not None and i in cs[t]["proposed_by"]) for i, n in enumerate(names)}
-    summary = {"rows": len(got), "rows_new": new, "no_target": sum(t is None for t in table["target"].to_pylist()),
+    summary = {"rows": table.num_rows, "rows_new": new, "no_target": sum(t is None for t in table["target"].to_pylist()),
                "mean_candidates": float(np.mean(table["num_candidates"].to_pylist())),
                "target_proposed_by": from_model, "seconds": round(seconds, 1),
                "rows_per_s": round(new / max(seconds, 1e-9), 3), "models": names,

@@ -53,11 +53,11 @@ from actors.strong import StrongActor
 from actors.weak import WeakActor, WeakModelConfig
 from cluster.config import ClusterConfig
 from pipelines import seam
+from pipelines.annotate import TASK_CPUS
 from pipelines.data import DataConfig
 from pipelines.prompts import TemplateConfig, render
 from pipelines.seam import SeamConfig
 
-TASK_CPUS = 0.1  # Ray Data tasks wait on the actors; they must fit beside the bundles
 LABELS_FILE = "seam_labels.parquet"
 
 
@@ -247,7 +247,7 @@ def seam_stage(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, strong
     from cluster.connect import connect
     from cluster.plan import plan_resources
     from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus, drop_done, open_stage, read_shards
+    from pipelines.annotate import _cluster_cpus, open_stage, pending_rows
 
     stage = stage_cfg or SeamStageConfig()
     split_dir, out_dir = Path(split_dir), Path(out_dir)
@@ -272,10 +272,7 @@ def seam_stage(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, strong
         log(f"seam {out_dir.name}: actors ready in {time.time() - t0:.1f} s")
         f0 = ray.get([strong.forward_calls.remote(), weak.forward_calls.remote()])
         t1 = time.time()
-        ds = read_shards(split_dir)
-        if done:
-            log(f"seam {out_dir.name}: resuming, {len(done)} rows already written")
-            ds = ds.map_batches(drop_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=TASK_CPUS)
+        ds = pending_rows(split_dir, done, log, f"seam {out_dir.name}")
         ds = ds.map_batches(
             seam_batch, batch_size=stage.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
             compute=ray.data.TaskPoolStrategy(size=stage.max_in_flight),
@@ -325,14 +322,9 @@ def table2_markdown(acc: dict, column: str = "weak-label accuracy") -> str:
 
 def finalize(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, fp: str, run: dict, done: set,
              log=print) -> dict:
-    shards = out_dir / "_shards"
-    table = pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in sorted(shards.glob("*.parquet"))])
-    want = set(pq.read_table(split_dir, columns=["id"]).column("id").to_pylist())
-    got = table["id"].to_pylist()
-    if len(got) != len(set(got)) or set(got) != want:
-        raise RuntimeError(f"{shards}: {len(got)} rows written for {len(want)} inputs "
-                           f"({len(want - set(got))} missing, {len(got) - len(set(got))} duplicated)")
-    table = table.sort_by("id")
+    from pipelines.annotate import read_complete
+
+    table = read_complete(out_dir / "_shards", split_dir, SCHEMA)
     kept = seam.filter_mask(table["tree_information"].to_pylist(), seam_cfg)
     # Uncertain Filter baseline: drop the filter_percentile % most uncertain naive labels
     uncertain = seam.tree_filter([-h for h in table["naive_entropy"].to_pylist()], seam_cfg.filter_percentile)
@@ -346,10 +338,10 @@ def finalize(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, fp: str,
     for bid, st in zip(table["batch_id"].to_pylist(), table["batch_stats"].to_pylist()):
         batches.setdefault(bid, json.loads(st))
     bl = list(batches.values())
-    rows_run = len(got) - len(done)
+    rows_run = table.num_rows - len(done)
     seconds = run["seconds"]
     summary = {
-        "stage": out_dir.name, "fingerprint": fp, "rows": len(got), "rows_run": rows_run,
+        "stage": out_dir.name, "fingerprint": fp, "rows": table.num_rows, "rows_run": rows_run,
         "labelled": int(sum(v is not None for v in table["label"].to_pylist())), "kept": int(kept.sum()),
         "ablation": seam_cfg.ablation, "max_depth": seam_cfg.max_depth, "filter_percentile": seam_cfg.filter_percentile,
         "seconds": round(seconds, 2), "rows_per_s": round(rows_run / max(seconds, 1e-9), 4),
@@ -360,7 +352,7 @@ def finalize(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, fp: str,
         "expand_calls_per_batch": [b["expand_calls"] for b in bl],
         "requests_per_batch": [b["requests"] for b in bl],
         "strong_calls": sum(b["strong_calls"] for b in bl), "weak_calls": sum(b["weak_calls"] for b in bl),
-        "strong_calls_per_row": round(sum(b["strong_calls"] for b in bl) / len(got), 3),
+        "strong_calls_per_row": round(sum(b["strong_calls"] for b in bl) / table.num_rows, 3),
         "mean_tree_depth": float(np.mean(table["tree_depth"].to_pylist())),
         "hidden_none": int(sum(h is None for h in table["hidden"].to_pylist())),
         "auxconf_corrected": int(sum(table["auxconf_corrected"].to_pylist())),
