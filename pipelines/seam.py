@@ -7,6 +7,8 @@ requests of ALL rows still searching (never one row at a time). Each call holds 
   weights  strong: P(next principle) over the remaining principles P \\ c(n_i) (Eq. 5). `text` is the
            full prompt; `options` are the candidate principle names, answered by the letter labels
            A, B, ... in that order (see `model_inputs`). Result: one probability per candidate.
+           With seam.shuffle_principles a row asks seam.principle_orders of these per node, each
+           listing the candidates in another order (see "Principle order" below).
   thought  strong: the principle-aware thought t(n) for the chain c(n), from in-context
            demonstrations. `text` is the full prompt. Result: the generated text (str).
   entropy  strong: P(response | x, t(n)) for H(x, t(n)). `text` is the row's prompt with the thought
@@ -34,6 +36,14 @@ least informative thought, which contradicts Rule 2 (backtrace when information 
 gain") and the filter (drop the lowest information). We implement the text:
     i(n) = H_init(x) - H(x, t(n))   (bits; 0 for no information, 1 for a certain decision).
 
+Principle order (not in the paper). A small strong model puts most of its mass on the letter A,
+so by default (candidates listed in file order) Rule 1 follows the file order. seam.shuffle_principles
+lists the candidates in a per-(row, node) order (a stable hash of the row's prompt, its responses and
+the chain: the same everywhere and in every process); seam.principle_orders = n asks n rotations of that
+order (spread evenly, so with n = |P \\ c(n_i)| each principle sits once at every letter) in the same
+expand call. Each answer is renormalised over the candidates, mapped back to principle names and the
+n are averaged; ties in Rule 1 then follow the row's shuffled order instead of the file order.
+
 Ablations (Table 3) are cumulative, as in the paper ("each module is removed incrementally"):
   no_filter     no tree-information filter.
   no_backtrace  + Rules 2 and 3 off: greedy best-first to max_depth (Rule 3's stop only exists as a
@@ -45,6 +55,8 @@ Ablations (Table 3) are cumulative, as in the paper ("each module is removed inc
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import string
@@ -198,6 +210,10 @@ class SeamConfig:
     knowledge_template: str = "Background knowledge: {knowledge}\n\n{prompt}"
     # ablation no_pat: the knowledge is the chain c(n_h) alone
     chain_template: str = "Principles to consider, in order: {principles}."
+    # Eq. 5 position bias: list the remaining principles in a seeded per-(row, node) order instead of
+    # file order, and average the weights over principle_orders such orders (rotations of it)
+    shuffle_principles: bool = False
+    principle_orders: int = 1
 
     def __post_init__(self):
         if not self.principles_path:
@@ -212,6 +228,14 @@ class SeamConfig:
             raise ValueError("seam.thought_max_new_tokens: must be >= 1")
         if not all(isinstance(s, str) and s for s in self.thought_stop):
             raise ValueError("seam.thought_stop: must hold non-empty strings")
+        if not isinstance(self.shuffle_principles, bool):
+            raise ValueError(f"seam.shuffle_principles: must be true or false, got {self.shuffle_principles!r}")
+        if isinstance(self.principle_orders, bool) or not isinstance(self.principle_orders, int) \
+                or self.principle_orders < 1:
+            raise ValueError(f"seam.principle_orders: must be an integer >= 1, got {self.principle_orders!r}")
+        if self.principle_orders > 1 and not self.shuffle_principles:
+            raise ValueError("seam.principle_orders: > 1 needs seam.shuffle_principles: true "
+                             "(file order asked again gives the same answer)")
         need = {"response_line": ("label", "response"), "weights_template": ("prompt", "candidates"),
                 "candidate_line": ("label", "name"), "demo_template": ("question", "responses", "thought"),
                 "thought_template": ("prompt", "responses", "principles"),
@@ -461,14 +485,59 @@ def _chain_text(chain: Sequence[str]) -> str:
     return " -> ".join(chain)
 
 
-def weights_request(s: SearchState, ps: PrincipleSet, cfg: SeamConfig) -> Request:
+def shuffled_orders(remaining: Sequence[str], key: Sequence, n: int = 1) -> list[tuple[str, ...]]:
+    """The orders in which a node's remaining principles are listed when seam.shuffle_principles is on.
+
+    The base order sorts the principles by sha256(key, name): a seeded shuffle that is the same in every
+    process (no salted hash(), no RNG version). key: what identifies the (row, node), e.g. (prompt,
+    responses, chain). Then min(n, m) rotations of it (m = len(remaining)), at offsets spread evenly
+    over the m positions: distinct orders, and with n >= m every principle once at every position."""
+    head = json.dumps(list(key), ensure_ascii=False)
+    base = sorted(remaining, key=lambda name: hashlib.sha256(
+        json.dumps([head, name], ensure_ascii=False).encode()).hexdigest())
+    m = len(base)
+    k = min(n, m)
+    return [tuple(base[o:] + base[:o]) for o in (i * m // k for i in range(k))]
+
+
+def weights_requests(s: SearchState, ps: PrincipleSet, cfg: SeamConfig) -> list[Request]:
+    """The node's Eq. 5 asks: one in file order, or with seam.shuffle_principles one per principle order."""
     chain = s.path[-1].chain
     remaining = [n for n in ps.names if n not in chain]
+    if not cfg.shuffle_principles:
+        return [_weights_request(s, chain, remaining, ps, cfg)]
+    orders = shuffled_orders(remaining, (s.prompt, list(s.options), list(chain)), cfg.principle_orders)
+    return [_weights_request(s, chain, order, ps, cfg) for order in orders]
+
+
+def weights_request(s: SearchState, ps: PrincipleSet, cfg: SeamConfig) -> Request:
+    """The (first) Eq. 5 ask of the node: file order, or the row's first shuffled order."""
+    return weights_requests(s, ps, cfg)[0]
+
+
+def _weights_request(s: SearchState, chain: tuple[str, ...], listed: Sequence[str], ps: PrincipleSet,
+                     cfg: SeamConfig) -> Request:
     lines = "\n".join(fill(cfg.candidate_line, label=a, name=n, description=ps.description(n))
-                      for a, n in zip(_letters(len(remaining)), remaining))
+                      for a, n in zip(_letters(len(listed)), listed))
     text = fill(cfg.weights_template, prompt=s.prompt, responses=_responses(s.options, cfg), candidates=lines,
                 principles=_chain_text(chain) or "none")
-    return Request(s.row, "weights", chain, text, tuple(remaining))
+    return Request(s.row, "weights", chain, text, tuple(listed))
+
+
+def merged_edge_weights(asked: Sequence[tuple[Sequence[str], Sequence[float]]]) -> dict[str, float]:
+    """Eq. 5 weights from one or more orders: [(listed principle names, their letter probabilities)].
+
+    Each answer is renormalised over its candidates (`edge_weights`, keyed by principle name, so the
+    letters are mapped back), then the orders are averaged per principle. The result is keyed in the
+    first order's sequence (Rule 1 ties follow it). One order: exactly `edge_weights`."""
+    if len(asked) == 1:
+        return edge_weights(asked[0][1], asked[0][0])
+    per = [edge_weights(p, names) for names, p in asked]
+    first = list(asked[0][0])
+    if any(sorted(w) != sorted(first) for w in per):
+        raise ValueError("merged_edge_weights: every order must list the same principles")
+    # fsum: the same multiset of values gives the same mean in any order (exact ties stay ties)
+    return edge_weights([math.fsum(w[n] for w in per) / len(per) for n in first], first)
 
 
 def thought_request(s: SearchState, ps: PrincipleSet, cfg: SeamConfig) -> Request:
@@ -532,7 +601,8 @@ def _score(node: Node, probs: Sequence[float]) -> None:
 
 
 def _best_child(s: SearchState) -> Node | None:
-    """Rule 1: the untried child with the highest edge weight (ties: principle file order)."""
+    """Rule 1: the untried child with the highest edge weight (ties: the order of s.weights, i.e. the
+    principle file order, or the row's shuffled order with seam.shuffle_principles)."""
     left = {n: w for n, w in s.weights.items() if n not in s.tried}
     if not left:
         return None
@@ -567,10 +637,11 @@ def search_step(states: list[SearchState], call: Callable, cfg: SeamConfig, ps: 
         elif len(s.path[-1].chain) == len(ps.names):
             s.stop("exhausted")
     need = [s for s in states if not s.stopped and s.weights is None]
-    if need:
-        reqs = [weights_request(s, ps, cfg) for s in need]
-        for s, r, p in zip(need, reqs, call(reqs)):
-            s.weights = edge_weights(p, r.options)
+    if need:  # every row's asks (all its principle orders) in one call
+        groups = [weights_requests(s, ps, cfg) for s in need]
+        results = iter(call([r for g in groups for r in g]))
+        for s, g in zip(need, groups):
+            s.weights = merged_edge_weights([(r.options, next(results)) for r in g])
     active = []
     for s in states:
         if s.stopped:

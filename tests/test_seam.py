@@ -249,6 +249,126 @@ def test_one_call_per_phase_across_rows_of_different_depths():
     assert [s.rows[0]["tree"] for s, _ in single] == [r["tree"] for r in res.rows]
 
 
+# ---------------------------------------------------------------- principle order (Eq. 5 position bias)
+
+ROWS8 = [{"prompt": f"question {i}", "options": [f"a{i}", f"b{i}"]} for i in range(8)]
+
+
+class LetterA:
+    """A position-biased strong model: 0.9 on the letter A whatever principle is listed there."""
+
+    def __init__(self):
+        self.log, self.seen = [], []
+
+    def __call__(self, reqs):
+        kind = reqs[0].kind
+        self.log.append((kind, [r.row for r in reqs]))
+        self.seen.extend(reqs)
+        if kind == "weights":
+            return [[0.9] + [0.1 / (len(r.options) - 1)] * (len(r.options) - 1) for r in reqs]
+        return ["t" for _ in reqs] if kind == "thought" else [[0.8, 0.2] for _ in reqs]
+
+
+def test_shuffle_breaks_the_letter_a_bias_in_one_call():
+    fake = LetterA()
+    res = seam.search(ROWS8, fake, seam.SeamConfig(max_depth=1), P)
+    assert {r["tree"][1]["chain"][0] for r in res.rows} == {P.names[0]}  # file order: always "Informative"
+    fake = LetterA()
+    res = seam.search(ROWS8, fake, seam.SeamConfig(max_depth=1, shuffle_principles=True), P)
+    firsts = [r["tree"][1]["chain"][0] for r in res.rows]
+    listed_a = [r.options[0] for r in fake.seen if r.kind == "weights"]
+    assert firsts == listed_a  # the model still follows letter A, but A is another principle per row
+    assert len(set(firsts)) >= 4
+    weights = [r for r in fake.seen if r.kind == "weights"]
+    assert all(sorted(r.options) == sorted(P.names) for r in weights)  # a permutation of P \ c(n_i)
+    assert all(r.text.count(f"A. {r.options[0]}:") == 1 for r in weights)  # listed in that order
+    assert fake.log == [("weights", list(range(8))), ("thought", list(range(8))), ("entropy", list(range(8))),
+                        ("decide", list(range(8)))]
+
+
+def test_all_orders_cancel_a_pure_position_bias():
+    # n = |P \ c(n_i)| rotations: every principle once at every letter, all rows' asks in one call
+    fake = LetterA()
+    m = len(P.names)
+    res = seam.search(ROWS8[:3], fake, seam.SeamConfig(max_depth=1, shuffle_principles=True, principle_orders=m), P)
+    assert fake.log[0] == ("weights", [r for r in range(3) for _ in range(m)])
+    assert [k for k, _ in fake.log] == ["weights", "thought", "entropy", "decide"]
+    for row in range(3):
+        orders = [r.options for r in fake.seen if r.kind == "weights" and r.row == row]
+        assert len(set(orders)) == m
+        assert all(sorted(o[k] for o in orders) == sorted(P.names) for k in range(m))  # each letter: each once
+        # no information left: equal weights (exact ties), broken by the row's own first order
+        assert res.rows[row]["tree"][1]["weight"] == pytest.approx(1 / m, abs=1e-12)
+        assert res.rows[row]["tree"][1]["chain"] == [orders[0][0]]
+    # more orders than principles: no repeats
+    assert seam.shuffled_orders(["x", "y"], ("q",), 5) == seam.shuffled_orders(["x", "y"], ("q",), 2)
+    assert len(seam.shuffled_orders(["x"], ("q",), 4)) == 1
+
+
+NAME_P = {n: float(k + 1) for k, n in enumerate(P.names)}  # a name-based answer: later in the file, likelier
+
+
+class ByName(LetterA):
+    def __call__(self, reqs):
+        if reqs[0].kind != "weights":
+            return super().__call__(reqs)
+        self.log.append(("weights", [r.row for r in reqs]))
+        self.seen.extend(reqs)
+        # a full-vocabulary softmax: the candidates' mass differs per order (0.5 .. 0.9), renormalised away
+        out = []
+        for k, r in enumerate(reqs):
+            q = np.array([NAME_P[n] for n in r.options])
+            out.append((q / q.sum() * (0.5 + 0.1 * (k % 5))).tolist())
+        return out
+
+
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_orders_are_mapped_back_to_principle_names(n):
+    fake = ByName()
+    cfg = seam.SeamConfig(max_depth=3, shuffle_principles=True, principle_orders=n)
+    res = seam.search(ROWS8[:2], fake, cfg, P)
+    assert [k for k, _ in fake.log] == ["weights", "thought", "entropy"] * 3 + ["decide"]
+    assert [rows for k, rows in fake.log if k == "weights"] == [[0] * n + [1] * n] * 3
+    by_q = sorted(P.names, key=NAME_P.get, reverse=True)
+    for row in res.rows:
+        assert [node["chain"] for node in row["tree"]][-1] == by_q[:3]  # the name-based best, not letter A
+        for d, node in enumerate(row["tree"][1:]):
+            left = [name for name in P.names if name not in by_q[:d]]
+            assert node["weight"] == pytest.approx(NAME_P[by_q[d]] / sum(NAME_P[x] for x in left), rel=1e-12)
+    # the averaging itself, on two orders of three principles
+    w = seam.merged_edge_weights([(("a", "b", "c"), [0.2, 0.6, 0.2]), (("c", "a", "b"), [0.1, 0.1, 0.3])])
+    assert w == pytest.approx({"a": (0.2 + 0.2) / 2, "b": (0.6 + 0.6) / 2, "c": (0.2 + 0.2) / 2})
+    assert list(w) == ["a", "b", "c"]  # keyed in the first order (Rule 1 ties)
+    with pytest.raises(ValueError, match="same principles"):
+        seam.merged_edge_weights([(("a", "b"), [0.5, 0.5]), (("a", "c"), [0.5, 0.5])])
+
+
+def test_principle_orders_are_reproducible_and_per_row_and_node():
+    cfg = seam.SeamConfig(max_depth=3, shuffle_principles=True, principle_orders=2)
+    runs = []
+    for _ in range(2):
+        fake = ByName()
+        seam.search(ROWS8[:4], fake, cfg, P)
+        runs.append(fake.seen)
+    assert runs[0] == runs[1]  # same input -> the same requests, texts included
+    key = ("question 0", ["a0", "b0"], [])
+    orders = seam.shuffled_orders(P.names, key, 3)
+    assert orders == seam.shuffled_orders(list(reversed(P.names)), key, 3)  # the file order does not matter
+    assert orders != seam.shuffled_orders(P.names, ("question 1", ["a1", "b1"], []), 3)  # another row
+    assert orders != seam.shuffled_orders(P.names, ("question 0", ["a0", "b0"], ["Candor"]), 3)  # another node
+    # not Python's salted hash(): another process with another hash seed lists the same order
+    import os
+    import subprocess
+    import sys
+
+    code = ("from pipelines import seam; import json; "
+            f"print(json.dumps(seam.shuffled_orders({P.names!r}, {key!r}, 3)))")
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, PYTHONHASHSEED=seed), cwd=seam.REPO_ROOT).stdout
+        assert [tuple(o) for o in json.loads(out)] == orders
+
+
 def test_expand_fn_result_checks():
     with pytest.raises(ValueError, match="0 results for 1 weights"):
         seam.search([FIG3_ROW], lambda reqs: [], seam.SeamConfig(), P)
@@ -399,6 +519,9 @@ def test_principles_valid_minimal_and_missing_file(tmp_path):
     ({"thought_max_new_tokens": 0}, "seam.thought_max_new_tokens"), ({"principles_path": ""}, "seam.principles_path"),
     ({"thought_template": "{prompt} {responses}"}, "seam.thought_template"),
     ({"knowledge_template": "{prompt}"}, "seam.knowledge_template"), ({"thought_stop": [""]}, "seam.thought_stop"),
+    ({"shuffle_principles": "yes"}, "seam.shuffle_principles"), ({"principle_orders": 0}, "seam.principle_orders"),
+    ({"principle_orders": 2.5, "shuffle_principles": True}, "seam.principle_orders"),
+    ({"principle_orders": 3}, "seam.principle_orders"),  # several orders need the shuffle
 ])
 def test_config_validation(over, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
@@ -410,6 +533,11 @@ def test_config_builds_from_yaml_values():
 
     cfg = build(seam.SeamConfig, {"max_depth": 3, "ablation": "no_pat"}, "seam")
     assert cfg.max_depth == 3 and not cfg.use_pat
+    assert not cfg.shuffle_principles and cfg.principle_orders == 1  # off by default
+    cfg = build(seam.SeamConfig, {"shuffle_principles": True, "principle_orders": 4}, "seam")
+    assert cfg.shuffle_principles and cfg.principle_orders == 4
+    with pytest.raises(ValueError, match=r"^seam\.principle_orders:"):
+        build(seam.SeamConfig, {"principle_orders": 0}, "seam")
     with pytest.raises(ValueError, match=r"^seam\.ablation:"):
         build(seam.SeamConfig, {"ablation": "x"}, "seam")
 
