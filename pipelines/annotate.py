@@ -10,6 +10,9 @@ Methods (`annotate.method`):
                entropy <= the 50th percentile are kept (`kept` is derived on read, see
                `read_weak_labels`; ties broken per annotate.tie_break). With several weak models the answers of every
                (model, order) pair form one answer multiset.
+  seam         SEAM (seed 000): the strong model searches principle FF-trees, the one aligned weak
+               model decides (pipelines/seam_annotate.py, run by `w2s run`); the baselines'
+               labels come with it (training.examples.SEAM_SOURCES picks one per W2S method).
 
 Weak actors live in a WorkerGroup (one GPU bundle each); Ray Data map tasks fan each batch out
 to all of them. Output: Parquet files in <run_dir>/weak_labels/, written as batches finish. A
@@ -34,7 +37,7 @@ from pipelines import reliability as rel
 from pipelines.data import fingerprint
 from pipelines.prompts import TemplateConfig, render
 
-METHODS = ("naive", "ensemble", "reliability")
+METHODS = ("naive", "ensemble", "reliability", "seam")
 TASK_CPUS = 0.1  # Ray Data tasks mostly wait on the weak actors; they must fit beside the bundles
 
 
@@ -185,6 +188,10 @@ def read_weak_labels(out_dir: Path) -> pa.Table:
     if not marker.is_file():
         raise FileNotFoundError(f"{out_dir} is not a complete weak_labels folder: run `w2s annotate` first")
     done = json.loads(marker.read_text())
+    if done.get("method") == "seam":
+        from pipelines.seam_annotate import as_weak_labels
+
+        return as_weak_labels(out_dir, done)
     table = pa.concat_tables([pq.read_table(f) for f in sorted(out_dir.glob("*.parquet"))]).sort_by("id")
     return table.append_column("kept", pa.array(kept_mask(table, done["filter_percentile"], done["tie_break"])))
 
@@ -259,6 +266,8 @@ def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, t
     from cluster.worker_group import WorkerGroup
 
     split_dir, out_dir = Path(split_dir), Path(out_dir)
+    if acfg.method == "seam":
+        raise ValueError("annotate.method: seam runs through pipelines.seam_annotate.seam_stage (w2s run does this)")
     if acfg.method == "naive" and len(weak.models) != 1:
         raise ValueError(f"annotate.method: naive uses one weak model, weak.models has {len(weak.models)} (use ensemble)")
     names = [m.name for m in weak.models]

@@ -173,12 +173,18 @@ def write_report(root: Path, metrics: dict) -> Path:
         lines.append(f"| {n} | {a:.3f} | {'' if n not in ev['pgr'] else ('n/a' if p is None else f'{p:.3f}')} | "
                      f"{'' if n not in ev['pgr'] else ('n/a' if d is None else f'{d:.3f}')} |")
     wl = metrics["stages"].get("weak_labels", {})
-    lines += ["", f"Weak-label accuracy on held_out: {_fmt(wl.get('accuracy'))} (kept half "
-              f"{_fmt(wl.get('accuracy_kept'))}, filtered half {_fmt(wl.get('accuracy_filtered'))}).", "",
-              "![accuracy](accuracy.png)", ""]
-    labels_dir = root / "weak_labels"
-    table = read_weak_labels(labels_dir)
-    if table["perms"][0].as_py():
+    if wl.get("method") == "seam":
+        from pipelines.seam_annotate import table2_markdown
+
+        lines += ["", "Weak-label accuracy (%) on held_out by SEAM and its baselines (seed 000 Table 2), "
+                  f"strong {metrics['strong_spec']} searching, the weak model deciding:", "",
+                  table2_markdown(wl["table2"]), "", "![accuracy](accuracy.png)", ""]
+    else:
+        lines += ["", f"Weak-label accuracy on held_out: {_fmt(wl.get('accuracy'))} (kept half "
+                  f"{_fmt(wl.get('accuracy_kept'))}, filtered half {_fmt(wl.get('accuracy_filtered'))}).", "",
+                  "![accuracy](accuracy.png)", ""]
+    table = read_weak_labels(root / "weak_labels")
+    if "perms" in table.column_names and table["perms"][0].as_py():
         buckets = entropy_buckets(table)
         plot_entropy(buckets, root / "entropy_buckets.png")
         matrix, _ = reliability_matrix(table)

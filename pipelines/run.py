@@ -2,7 +2,8 @@
 
     w2s run configs/quickstart.yaml [key=value ...]
 
-data -> weak_sft (weak.finetune) -> weak_labels -> strong_ceiling -> strong_w2s/<method> for
+data -> weak_sft (weak.finetune) -> weak_labels (annotate.method; seam: SEAM search + baselines)
+-> strong_ceiling -> strong_w2s/<method> for
 every strong.methods (+ bootstrap when strong.bootstrap lists intermediate models) -> eval (test
 accuracy of every model, PGR, deception) -> report (report.md, metrics.json, PNG plots).
 On a preference task (K = 2) with reward.enabled / align.enabled, the alignment stages follow
@@ -23,6 +24,9 @@ from pipelines.align import AlignConfig
 from pipelines.annotate import AnnotateConfig, annotate_stage
 from pipelines.data import DataConfig, prepare_data
 from pipelines.prompts import TemplateConfig
+from pipelines.seam import SeamConfig
+from pipelines.seam_annotate import SeamStageConfig
+from training.examples import SEAM_SOURCES
 from training.stages import RewardConfig, StrongConfig
 
 
@@ -37,6 +41,9 @@ class RunConfig:
     strong: StrongConfig = field(default_factory=StrongConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
+    # annotate.method=seam: the FF-tree search (strong.spec searches, weak.models[0] decides)
+    seam: SeamConfig = field(default_factory=SeamConfig)
+    seam_stage: SeamStageConfig = field(default_factory=SeamStageConfig)
 
     def __post_init__(self):
         if self.align.enabled and not self.reward.enabled:
@@ -47,6 +54,13 @@ class RunConfig:
             raise ValueError("run_dir: must be a non-empty path")
         if any(m.startswith("rel_") for m in self.strong.methods) and self.annotate.method != "reliability":
             raise ValueError("strong.methods: rel_filter / rel_reweight need annotate.method: reliability")
+        seam_methods = [m for m in self.strong.methods if m in SEAM_SOURCES]
+        if seam_methods and self.annotate.method != "seam":
+            raise ValueError(f"strong.methods: {seam_methods[0]} needs annotate.method: seam")
+        if self.annotate.method == "seam" and len(self.weak.models) != 1:
+            raise ValueError(f"annotate.method: seam uses one aligned weak model, weak.models has {len(self.weak.models)}")
+        if self.annotate.method == "seam" and self.strong.train.head != "lm":
+            raise ValueError("strong.train.head: SEAM's strong model searches with the lm head")
         if self.strong.train.head == "classifier" and self.template.answer == "text":
             raise ValueError("strong.train.head: classifier needs template.answer: label")
 
@@ -79,6 +93,12 @@ def stage_weak_sft(cfg: RunConfig, log=print) -> dict:
 
 
 def stage_annotate(cfg: RunConfig, log=print) -> dict:
+    if cfg.annotate.method == "seam":
+        from pipelines.seam_annotate import seam_stage
+
+        return seam_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", cfg.seam, cfg.strong.spec,
+                          cfg.strong.backend, effective_weak(cfg, cfg.root).models[0], cfg.template, cfg.cluster,
+                          log, cfg.seam_stage)
     return annotate_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", effective_weak(cfg, cfg.root),
                           cfg.annotate, cfg.template, cfg.cluster, log)
 
@@ -172,6 +192,8 @@ def gpus_needed(cfg: RunConfig) -> int:
 
     n_weak = len(cfg.weak.models)
     plans = [{"weak": n_weak}, {"strong": 1}]
+    if cfg.annotate.method == "seam":
+        plans.append({"strong": 1, "weak": 1})
     if cfg.align.enabled:
         scorer = cfg.align.pairs.scorer
         plans.append({"policy": 1, "reward": int(scorer == "reward"), "weak": n_weak if scorer == "weak" else 0})

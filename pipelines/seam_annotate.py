@@ -281,7 +281,8 @@ def seam_stage(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, strong
         ds.write_parquet(str(shards), ray_remote_args={"num_cpus": TASK_CPUS})
         seconds = time.time() - t1
         f1 = ray.get([strong.forward_calls.remote(), weak.forward_calls.remote()])
-    run = {"seconds": seconds, "strong_forwards": f1[0] - f0[0], "weak_forwards": f1[1] - f0[1]}
+    run = {"seconds": seconds, "strong_forwards": f1[0] - f0[0], "weak_forwards": f1[1] - f0[1],
+           "weak_name": getattr(weak_model, "name", "weak")}
     return finalize(split_dir, out_dir, seam_cfg, fp, run, done, log)
 
 
@@ -341,7 +342,8 @@ def finalize(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, fp: str,
     rows_run = table.num_rows - len(done)
     seconds = run["seconds"]
     summary = {
-        "stage": out_dir.name, "fingerprint": fp, "rows": table.num_rows, "rows_run": rows_run,
+        "stage": out_dir.name, "method": "seam", "weak_name": run["weak_name"], "fingerprint": fp,
+        "rows": table.num_rows, "rows_run": rows_run,
         "labelled": int(sum(v is not None for v in table["label"].to_pylist())), "kept": int(kept.sum()),
         "ablation": seam_cfg.ablation, "max_depth": seam_cfg.max_depth, "filter_percentile": seam_cfg.filter_percentile,
         "seconds": round(seconds, 2), "rows_per_s": round(rows_run / max(seconds, 1e-9), 4),
@@ -381,6 +383,15 @@ def read_seam_labels(out_dir: Path) -> pa.Table:
     if not (out_dir / "_SUCCESS.json").is_file():
         raise FileNotFoundError(f"{out_dir} is not a complete SEAM labels folder: run the SEAM stage first")
     return pq.read_table(out_dir / LABELS_FILE)
+
+
+def as_weak_labels(out_dir: Path, summary: dict) -> pa.Table:
+    """The SEAM labels as a weak_labels table (what `annotate.read_weak_labels` returns for a
+    folder made with annotate.method=seam): SEAM's decision is weak_label / weak_probs /
+    weak_conf and probs_<weak name>, `kept` is the tree-information filter; the baselines'
+    columns stay for training.examples.SEAM_SOURCES."""
+    table = read_seam_labels(out_dir)
+    return table.append_column(f"probs_{summary['weak_name']}", table["weak_probs"])
 
 
 # ---------------------------------------------------------------- command line

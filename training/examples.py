@@ -16,7 +16,19 @@ import numpy as np
 from pipelines.prompts import TemplateConfig, render
 
 GROUND_TRUTH = "ground_truth"
-W2S_METHODS = ("naive", "soft", "aux_conf", "ensemble", "bayes", "rel_filter", "rel_reweight")
+# SEAM's label sources (seed 000 Tables 1-2), from weak labels made with annotate.method=seam:
+# method -> (label column, keep column or None for every row). Each trains with hard-label CE.
+SEAM_SOURCES = {
+    "seam": ("weak_label", "kept"),  # SEAM: t(n_h) decision, tree-information filter
+    "seam_no_filter": ("weak_label", None),
+    "naive_w2s": ("naive_label", None),  # the weak model on the plain prompt (the paper's Naive W2S)
+    "uncertain_filter": ("naive_label", "uncertain_keep"),
+    "self_reward": ("self_reward_label", None),
+    "ws_ensemble": ("ws_ensemble_label", None),
+    "wsc_filter": ("naive_label", "wsc_keep"),
+    "auxconf": ("auxconf_label", None),
+}
+W2S_METHODS = ("naive", "soft", "aux_conf", "ensemble", "bayes", "rel_filter", "rel_reweight", *SEAM_SOURCES)
 
 
 def _example(row: dict, order, template: TemplateConfig, **targets) -> dict:
@@ -46,6 +58,8 @@ def weak_label_examples(rows: list[dict], method: str, names: list[str], templat
         raise ValueError(f"strong.methods: unknown method {method!r} (known: {W2S_METHODS})")
     if method.startswith("rel_") and not rows[0].get("perms"):
         raise ValueError(f"strong.methods: {method} needs weak labels made with annotate.method=reliability")
+    if method in SEAM_SOURCES:
+        return _seam_examples(rows, method, template)
     out = []
     for r in rows:
         k = len(r["options"])
@@ -68,6 +82,15 @@ def weak_label_examples(rows: list[dict], method: str, names: list[str], templat
     return out
 
 
+def _seam_examples(rows: list[dict], method: str, template: TemplateConfig) -> list[dict]:
+    column, keep = SEAM_SOURCES[method]
+    if column not in rows[0]:
+        raise ValueError(f"strong.methods: {method} needs weak labels made with annotate.method=seam")
+    out = [_example(r, range(len(r["options"])), template, target=int(r[column]), soft=None, weak_labels=None,
+                    weak_probs=None, weight=1.0) for r in rows if keep is None or r[keep]]
+    if not out:
+        raise ValueError(f"no training examples for method {method}: its filter kept no row")
+    return out
 
 
 REWARD_WEIGHTS = ("none", "confidence", "reliability")

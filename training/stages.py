@@ -22,6 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from actors.backend import BackendConfig
 from training.examples import REWARD_WEIGHTS, W2S_METHODS, ground_truth_examples, reward_examples, weak_label_examples
 from training.trainer import TrainConfig, TrainJob, fit
 
@@ -35,6 +36,8 @@ class StrongConfig:
                                                         "rel_reweight"])
     # bootstrapping chain of intermediate model specs (empty: off)
     bootstrap: list[str] = field(default_factory=list)
+    # inference backend of the pre-trained strong model where it annotates (SEAM's search)
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self):
         from actors.registry import resolve

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from training import losses as L
+from training.examples import SEAM_SOURCES
 
 HEADS = ("lm", "classifier", "reward")
 ENGINES = ("deepspeed", "torch")
@@ -217,7 +218,7 @@ def compute_loss(method: str, logp, logits, batch, step: int, total: int, t: Tra
         chosen = batch["target"].long().unsqueeze(1)
         return L.bradley_terry_loss(logits.gather(1, chosen).squeeze(1), logits.gather(1, 1 - chosen).squeeze(1),
                                     batch["weight"]), {}
-    if method in ("ground_truth", "naive", "rel_filter"):
+    if method in ("ground_truth", "naive", "rel_filter") or method in SEAM_SOURCES:
         return L.cross_entropy(logp, batch["target"]), {}
     if method == "rel_reweight":
         return L.cross_entropy(logp, batch["target"], batch["weight"]), {}
