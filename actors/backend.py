@@ -78,9 +78,12 @@ class ModelBackend(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
-                 temperature: float = 0.0, seed: int = 0, chat: bool = False) -> list[list[tuple[str, float]]]:
+                 temperature: float = 0.0, seed: int = 0, chat: bool = False,
+                 stop: list[str] | None = None) -> list[list[tuple[str, float]]]:
         """num_samples continuations per prompt (greedy when temperature == 0), each with the sum of
-        its tokens' log-probabilities under the model (temperature 1, before sampling)."""
+        its tokens' log-probabilities under the model (temperature 1, before sampling).
+        stop: generation of a row ends once its text holds one of these strings; the text and its
+        log-probability are then cut as `apply_stop` says. None (or []): no stop strings."""
 
     def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64,
                     chat: bool = False) -> list[list[tuple[str, float]]]:
@@ -127,6 +130,44 @@ def encode_pairs(tok, prompts: list[str], continuations: list[str], chat: bool, 
         seqs.append((p + c)[-max_length:])
         conts.append(len(c))
     return seqs, conts
+
+
+def check_stop(stop: list[str] | None) -> list[str] | None:
+    """The stop strings as a list, or None when there are none; refuses a bare string (it would be
+    read as one stop string per character) and the empty string (it would cut every text to "")."""
+    if stop is None or isinstance(stop, (list, tuple)) and not stop:
+        return None
+    if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):
+        raise ValueError(f"generate: stop must be a list of strings, got {stop!r}")
+    if "" in stop:
+        raise ValueError("generate: stop strings must be non-empty")
+    return list(stop)
+
+
+def stop_cut(text: str, stop: list[str]) -> int | None:
+    """Where to cut `text`: the start of the stop-string occurrence that ends first (ties: the one
+    earlier in `stop`), as vLLM picks it; None when no stop string occurs. Ending first is what
+    stops generation, so the kept text never holds a whole stop string."""
+    hits = [(i + len(s), k, i) for k, s in enumerate(stop) if (i := text.find(s)) >= 0]
+    return min(hits)[2] if hits else None
+
+
+def apply_stop(tok, tokens: list[int], logps: list[float], stop: list[str]) -> tuple[str, float]:
+    """(text, log-probability) of one generated row under stop strings, the same in every backend.
+
+    text: the decoded tokens (special tokens skipped) cut before the stop string (`stop_cut`).
+    log-probability: the sum of logps over the shortest token prefix whose decoded text starts
+    with that cut text, i.e. the tokens up to and including the one completing the text before
+    the stop (a token that also holds the stop's first characters counts; the tokens after it do
+    not; a text cut to "" sums no token: 0.0). Without a stop string: the whole text and sum."""
+    text = tok.decode(tokens, skip_special_tokens=True)
+    cut = stop_cut(text, stop)
+    if cut is None:
+        return text, float(np.sum(logps, dtype=np.float64))
+    text = text[:cut]
+    # the full row always qualifies, so next() finds a prefix
+    kept = next(k for k in range(len(tokens) + 1) if tok.decode(tokens[:k], skip_special_tokens=True).startswith(text))
+    return text, float(np.sum(logps[:kept], dtype=np.float64))
 
 
 def label_token_ids(tok, labels: list[str], cache: dict[str, int]) -> list[int]:

@@ -36,8 +36,9 @@ class BackendActor:
         return self.backend.token_logprobs(prompts, continuations, chat)
 
     def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
-                 temperature: float = 0.0, seed: int = 0, chat: bool = False):
-        return self.backend.generate(prompts, num_samples, max_new_tokens, temperature, seed, chat)
+                 temperature: float = 0.0, seed: int = 0, chat: bool = False, stop: list[str] | None = None):
+        """ModelBackend.generate (stop: end each text before the first stop string; None: no stops)."""
+        return self.backend.generate(prompts, num_samples, max_new_tokens, temperature, seed, chat, stop=stop)
 
     def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64, chat: bool = False):
         return self.backend.beam_search(prompts, num_beams, max_new_tokens, chat)

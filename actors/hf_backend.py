@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from actors.backend import (BackendConfig, ModelBackend, default_threads, encode_pairs, encode_prompts, label_token_ids,
-                            resolve_dtype)
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from actors.backend import (BackendConfig, ModelBackend, apply_stop, check_stop, default_threads, encode_pairs,
+                            encode_prompts, label_token_ids, resolve_dtype)
 from actors.registry import load_model
 
 
@@ -117,30 +119,40 @@ class HFBackend(ModelBackend):
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
-                 temperature: float = 0.0, seed: int = 0, chat: bool = False) -> list[list[tuple[str, float]]]:
+                 temperature: float = 0.0, seed: int = 0, chat: bool = False,
+                 stop: list[str] | None = None) -> list[list[tuple[str, float]]]:
+        """See ModelBackend.generate. With stop strings a row stops generating at the token whose
+        text completes one (`_StopOnText`), then text and log-probability are cut by `apply_stop`."""
         if temperature == 0 and num_samples > 1:
             raise ValueError("generate: greedy decoding gives one sequence; use temperature > 0 for samples")
+        stop = check_stop(stop)
         seqs = encode_prompts(self.tok, prompts, chat, self.cfg.max_length - max_new_tokens, self.spec)
         torch.manual_seed(seed)
         out: list[list[tuple[str, float]] | None] = [None] * len(prompts)
         budget = max(1, self.cfg.max_batch_tokens // num_samples)
         for batch in self._micro_batches([len(s) + max_new_tokens for s in seqs], budget):
             ids, mask, _ = self._pad_left([seqs[i] for i in batch])
+            stopping = StoppingCriteriaList([_StopOnText(self.tok, stop, ids.shape[1])]) if stop else None
             gen = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                 temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
                 num_return_sequences=num_samples, output_logits=True, return_dict_in_generate=True,
-                pad_token_id=self.tok.pad_token_id)
+                pad_token_id=self.tok.pad_token_id, stopping_criteria=stopping)
             new = gen.sequences[:, ids.shape[1]:]
             # log p of each chosen token from the raw logits (generation config processors excluded)
             logp = torch.stack(gen.logits, 1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
             alive = _before_eos(new, self.tok.eos_token_id, self.tok.pad_token_id)
             for r, i in enumerate(batch):
                 rows = range(r * num_samples, (r + 1) * num_samples)
-                out[i] = [(self.tok.decode(new[j][alive[j]], skip_special_tokens=True),
-                           float(logp[j][alive[j]].sum())) for j in rows]
+                out[i] = [self._finish(new[j][alive[j]], logp[j][alive[j]], stop) for j in rows]
             self.tokens_seen += int(mask.sum()) * num_samples + int(alive.sum())
         return out  # type: ignore[return-value]
+
+    def _finish(self, tokens: torch.Tensor, logp: torch.Tensor, stop: list[str] | None) -> tuple[str, float]:
+        """(text, summed log-prob) of one generated row (end token included, padding excluded)."""
+        if not stop:
+            return self.tok.decode(tokens, skip_special_tokens=True), float(logp.sum())
+        return apply_stop(self.tok, tokens.tolist(), logp.tolist(), stop)
 
     @torch.inference_mode()
     def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64,
@@ -170,6 +182,21 @@ class HFBackend(ModelBackend):
                 out[i] = [(self.tok.decode(new[j][alive[j]], skip_special_tokens=True), float(logp[j])) for j in rows]
             self.tokens_seen += int(mask.sum()) * num_beams + int(alive.sum())
         return out  # type: ignore[return-value]
+
+
+class _StopOnText(StoppingCriteria):
+    """Ends a row once its generated text (decoded, special tokens skipped) holds a stop string.
+
+    Not transformers' own `stop_strings`: that matcher also reads the prompt tokens before the
+    generated ones and token strings rather than decoded text, so it can stop a row whose generated
+    text holds no stop string, where vLLM (which searches the generated text) goes on."""
+
+    def __init__(self, tok, stop: list[str], prompt_width: int):
+        self.tok, self.stop, self.prompt_width = tok, stop, prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tok.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
 def _before_eos(new: torch.Tensor, eos_id, pad_id) -> torch.Tensor:

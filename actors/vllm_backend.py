@@ -6,6 +6,7 @@ ids, so both backends score the same tokens. Option scoring asks for one generat
 `allowed_token_ids` = the option labels and `logprobs_mode="processed_logprobs"`, so the returned
 log-probabilities are already renormalised over the K labels (one forward pass per row).
 Teacher-forced log-probabilities use `prompt_logprobs=0` (the actual token's log-probability).
+Beam search is vLLM's own `LLM.beam_search` (length_penalty 0: beams ranked by summed log-prob).
 
 Select it per model with `backend.kind=vllm`. It is imported only when asked for.
 """
@@ -17,7 +18,8 @@ import tempfile
 
 import numpy as np
 
-from actors.backend import BackendConfig, ModelBackend, encode_pairs, encode_prompts, label_token_ids
+from actors.backend import (BackendConfig, ModelBackend, apply_stop, check_stop, encode_pairs, encode_prompts,
+                            label_token_ids)
 from actors.registry import load_model, load_tokenizer, resolve
 
 
@@ -68,29 +70,72 @@ class VLLMBackend(ModelBackend):
         return result
 
     def generate(self, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
-                 temperature: float = 0.0, seed: int = 0, chat: bool = False) -> list[list[tuple[str, float]]]:
+                 temperature: float = 0.0, seed: int = 0, chat: bool = False,
+                 stop: list[str] | None = None) -> list[list[tuple[str, float]]]:
+        """See ModelBackend.generate. vLLM ends a row at the token completing a stop string
+        (SamplingParams.stop); text and log-probability are then cut by `apply_stop`, as in HF."""
         from vllm import SamplingParams
 
         if temperature == 0 and num_samples > 1:
             raise ValueError("generate: greedy decoding gives one sequence; use temperature > 0 for samples")
+        stop = check_stop(stop)
         seqs = encode_prompts(self.tok, prompts, chat, self.cfg.max_length - max_new_tokens, self.spec)
         # logprobs=0: vLLM accumulates the chosen tokens' log-probabilities (cumulative_logprob)
         params = SamplingParams(n=num_samples, temperature=temperature, max_tokens=max_new_tokens, seed=seed,
-                                logprobs=0, skip_special_tokens=True)
+                                logprobs=0, skip_special_tokens=True, stop=stop)
         outs = self.llm.generate(self._prompts(seqs), params, use_tqdm=False)
-        return [[(c.text, float(c.cumulative_logprob or 0.0)) for c in out.outputs] for out in outs]
+        if not stop:
+            return [[(c.text, float(c.cumulative_logprob or 0.0)) for c in out.outputs] for out in outs]
+        # vLLM keeps the token completing the stop string; apply_stop decides which tokens count
+        return [[apply_stop(self.tok, list(c.token_ids), _chosen_logprobs(c.token_ids, c.logprobs), stop)
+                 for c in out.outputs] for out in outs]
+
+    def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64,
+                    chat: bool = False) -> list[list[tuple[str, float]]]:
+        """Top num_beams continuations per prompt by vLLM's beam search with length_penalty 0, best
+        first, each with sum_t log p(y_t | x, y_<t) of its tokens (the end token included when
+        generated, as in `generate`). One beam is greedy decoding, as in the HF backend.
+
+        Unlike HF's (early_stopping=True), vLLM's search keeps every ended beam it meets among each
+        step's 2 x num_beams candidates and runs to max_new_tokens, so where the end token is likely
+        the two can return different beams; without ended beams they search the same candidates."""
+        from vllm.sampling_params import BeamSearchParams
+
+        if num_beams < 1:
+            raise ValueError("beam_search: num_beams must be >= 1")
+        if num_beams == 1:  # vLLM's one-beam search would also keep ended side candidates
+            return self.generate(prompts, 1, max_new_tokens, 0.0, 0, chat)
+        seqs = encode_prompts(self.tok, prompts, chat, self.cfg.max_length - max_new_tokens, self.spec)
+        params = BeamSearchParams(beam_width=num_beams, max_tokens=max_new_tokens, length_penalty=0.0)
+        outs = self.llm.beam_search(self._prompts(seqs), params)
+        return [[self._beam(b, len(seq)) for b in out.sequences] for out, seq in zip(outs, seqs)]
+
+    def _beam(self, beam, prompt_len: int) -> tuple[str, float]:
+        """(text, summed log-prob) of one beam: its tokens after the prompt (vLLM's `beam.tokens`
+        and `beam.text` hold the prompt too) up to and including the first end token."""
+        new = beam.tokens[prompt_len:]
+        ends = [k for k, t in enumerate(new) if t in (self.tok.eos_token_id, self.tok.pad_token_id)]
+        new = new[: ends[0] + 1] if ends else new
+        lp = _chosen_logprobs(new, beam.logprobs)  # beam.logprobs: one {token: Logprob} per generated step
+        return self.tok.decode(new, skip_special_tokens=True), float(np.sum(lp, dtype=np.float64))
 
     def sequence_logprobs(self, prompts: list[str], continuations: list[str],
                           chat: bool = False) -> list[tuple[float, int]]:
+        return [(float(np.sum(t, dtype=np.float64)), len(t)) for t in self.token_logprobs(prompts, continuations, chat)]
+
+    def token_logprobs(self, prompts: list[str], continuations: list[str], chat: bool = False) -> list[list[float]]:
+        """Per-token log p of each continuation (teacher forcing, tokens of `encode_pairs`)."""
         from vllm import SamplingParams
 
         # vLLM needs one slot past the prompt for the token it must generate
         seqs, conts = encode_pairs(self.tok, prompts, continuations, chat, self.cfg.max_length - 1, self.spec)
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outs = self.llm.generate(self._prompts(seqs), params, use_tqdm=False)
-        result = []
-        for out, seq, n in zip(outs, seqs, conts):
-            plp = out.prompt_logprobs  # position t: {actual token at t: Logprob}, None at t = 0
-            total = sum(plp[t][seq[t]].logprob for t in range(len(seq) - n, len(seq)))
-            result.append((float(total), n))
-        return result
+        # prompt_logprobs position t: {actual token at t: Logprob}, None at t = 0
+        return [[float(out.prompt_logprobs[t][seq[t]].logprob) for t in range(len(seq) - n, len(seq))]
+                for out, seq, n in zip(outs, seqs, conts)]
+
+
+def _chosen_logprobs(tokens, steps) -> list[float]:
+    """log p of each chosen token from vLLM's per-step {token id: Logprob} dicts."""
+    return [step[t].logprob for t, step in zip(tokens, steps)]
