@@ -93,7 +93,7 @@ def reliability_matrix(table) -> tuple[np.ndarray, np.ndarray]:
         return total / count, count
 
 
-def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path) -> None:
+def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path, metric: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +105,7 @@ def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path) -> 
     ax.axhline(weak, color="#c33", ls="--", label=f"weak supervisor {weak:.3f}")
     ax.axhline(ceiling, color="#33c", ls="--", label=f"strong ceiling {ceiling:.3f}")
     ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"test {metric}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -163,11 +163,11 @@ def write_report(root: Path, metrics: dict) -> Path:
     ev = metrics["evaluation"]
     acc, sup, ceil = ev["accuracy"], ev["supervisor"], ev["ceiling"]
     rows = [{"name": n, "accuracy": a, "kind": "w2s" if n in ev["pgr"] else "ref"} for n, a in acc.items()]
-    plot_accuracy(rows, acc[sup], acc[ceil], root / "accuracy.png")
+    plot_accuracy(rows, acc[sup], acc[ceil], root / "accuracy.png", ev.get("metric", "accuracy"))
     lines = [f"# w2s run report: {root}", "",
              f"Task: {metrics['data']['source']}, test rows: {metrics['data']['counts']['test']}; "
              f"weak supervisor: `{sup}`; strong: `{metrics['strong_spec']}`.", "",
-             "| model | test accuracy | PGR | deception score |", "|---|---|---|---|"]
+             f"| model | test {ev.get('metric', 'accuracy')} | PGR | deception score |", "|---|---|---|---|"]
     for n, a in acc.items():
         p, d = ev["pgr"].get(n), ev["deception"].get(n)
         lines.append(f"| {n} | {a:.3f} | {'' if n not in ev['pgr'] else ('n/a' if p is None else f'{p:.3f}')} | "
@@ -179,12 +179,19 @@ def write_report(root: Path, metrics: dict) -> Path:
         lines += ["", "Weak-label accuracy (%) on held_out by SEAM and its baselines (seed 000 Table 2), "
                   f"strong {metrics['strong_spec']} searching, the weak model deciding:", "",
                   table2_markdown(wl["table2"]), "", "![accuracy](accuracy.png)", ""]
+    elif wl.get("method") == "joint":
+        from pipelines.joint_annotate import metrics_markdown
+
+        lines += ["", "Weak labels on held_out: joint decoding (Eq. 6) against each weak model's own top beam, "
+                  "scored against the references:", "", metrics_markdown(wl), "",
+                  f"Test: exact match {json.dumps({k: round(v, 3) for k, v in ev['em'].items()})}.", "",
+                  "![token F1](accuracy.png)", ""]
     else:
         lines += ["", f"Weak-label accuracy on held_out: {_fmt(wl.get('accuracy'))} (kept half "
                   f"{_fmt(wl.get('accuracy_kept'))}, filtered half {_fmt(wl.get('accuracy_filtered'))}).", "",
                   "![accuracy](accuracy.png)", ""]
-    table = read_weak_labels(root / "weak_labels")
-    if "perms" in table.column_names and table["perms"][0].as_py():
+    table = None if wl.get("method") == "joint" else read_weak_labels(root / "weak_labels")
+    if table is not None and "perms" in table.column_names and table["perms"][0].as_py():
         buckets = entropy_buckets(table)
         plot_entropy(buckets, root / "entropy_buckets.png")
         matrix, _ = reliability_matrix(table)

@@ -3,12 +3,14 @@
 Each weak model (one WeakActor on its own bundle) proposes its top M beams per prompt; the union
 of the M x N texts is scored by every weak model by teacher forcing, and the candidate with the
 largest sum_i lambda_i P(y | theta_i) becomes the `target` (pure logic: pipelines/joint_decoding.py).
-Per Ray Data batch there is ONE batched `beam_search` call and ONE batched `sequence_logprobs`
+Per Ray Data batch there is ONE batched `beam_search` call and ONE batched `token_logprobs`
 call per weak model (all rows of the batch at once; the N models' calls run concurrently).
 
 Output: <out_dir>/joint_labels.parquet, one row per input: id, prompt (as the weak models saw it),
 target, target_index, num_candidates, candidates (JSON: text, proposed_by, beam_logps, logps [N],
-num_tokens [N], score, log_score), weak_top (each weak model's own top beam, cleaned), reference.
+num_tokens [N], score, log_score), weak_top (each weak model's own top beam, cleaned),
+target_token_logps (per weak model, log p of each token of `continuation(target)`: the
+wordpieces of the token-level soft labels, training/soft_labels.py), reference.
 Finished batches are kept under _shards/, so an interrupted run resumes; _SUCCESS.json holds
 the fingerprint, counts, rows/s and, where references exist, exact match / token F1 of the
 target and of each weak model's top beam.
@@ -64,6 +66,9 @@ class JointConfig:
     num_beams: int = 2  # M beams per weak model
     max_new_tokens: int = 24
     weights: list[float] = field(default_factory=list)  # lambda_i per weak model; empty: all 1
+    # per weak model: wrap prompts in its chat template (w2s run; empty: none). JointRunConfig
+    # sets chat per member instead.
+    chat: list[bool] = field(default_factory=list)
     prompt_format: str = "Q: {prompt}\nA:"
     first_line: bool = True  # a beam ends at its first newline
     batch_rows: int = 8
@@ -84,6 +89,11 @@ class JointConfig:
         if w and (not all(np.isfinite(w)) or any(x < 0 for x in w) or not any(x > 0 for x in w)):
             raise ValueError(f"joint.weights: must be finite, >= 0 and not all 0, got {self.weights}")
         self.weights = w
+
+    def resolved_chat(self, n: int) -> list[bool]:
+        if self.chat and len(self.chat) != n:
+            raise ValueError(f"joint.chat: {len(self.chat)} flags for {n} weak models")
+        return list(self.chat) or [False] * n
 
     def resolved_weights(self, n: int) -> list[float]:
         if not self.weights:
@@ -114,6 +124,8 @@ class JointRunConfig:
         if self.split not in ("held_out", "test"):
             raise ValueError(f"split: must be held_out or test, got {self.split!r}")
         self.joint.resolved_weights(len(self.weak))
+        if self.joint.chat:
+            raise ValueError("joint.chat: set chat per weak model here (weak[i].chat)")
 
     @property
     def root(self) -> Path:
@@ -159,7 +171,14 @@ def token_f1(pred: str | None, ref: str) -> float:
 JOINT_SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("target", pa.string()),
                           ("target_index", pa.int64()), ("num_candidates", pa.int64()),
                           ("candidates", pa.string()), ("weak_top", pa.list_(pa.string())),
+                          ("target_token_logps", pa.list_(pa.list_(pa.float64()))),
                           ("reference", pa.string())])
+
+
+def continuation(text: str, chat: bool) -> str:
+    """The continuation a weak model scores for an answer text: a base model continues "...A:"
+    with " text"; a chat model starts its answer turn with "text"."""
+    return text if chat else " " + text
 
 
 def joint_batch(batch: pa.Table, *, actors: list, chats: list[bool], weights: list[float],
@@ -183,20 +202,26 @@ def joint_batch(batch: pa.Table, *, actors: list, chats: list[bool], weights: li
         tops[i] = [clean(b[0][0], cfg.first_line) if b else "" for b in out]
         return out
 
+    token_lps: dict[int, list[list[float]]] = {}
+
     def logprob_fn(i: int, ps: list[str], cs: list[str]):
         if not lp_refs:
-            # a base model continues "...A:" with " text"; a chat model starts the answer turn with "text"
-            lp_refs.extend(a.sequence_logprobs.remote(ps, [("" if c else " ") + x for x in cs], c)
+            lp_refs.extend(a.token_logprobs.remote(ps, [continuation(x, c) for x in cs], c)
                            for a, c in zip(actors, chats))
-        return ray.get(lp_refs[i])
+        token_lps[i] = ray.get(lp_refs[i])  # kept: the target's per-token scores feed the soft labels
+        return [(float(np.sum(t, dtype=np.float64)), len(t)) for t in token_lps[i]]
 
     decoded = joint_decode(prompts, beams_fn, logprob_fn, weights, cfg.num_beams,
                            clean=lambda t: clean(t, cfg.first_line))
-    out = []
+    out, pos = [], 0
     for k, (r, p, d) in enumerate(zip(rows, prompts, decoded)):
-        out.append({"id": r["id"], "prompt": p, "target": d["target"], "target_index": d["target_index"],
+        t = d["target_index"]
+        target_lps = None if t is None else [token_lps[i][pos + t] for i in range(len(actors))]
+        pos += len(d["candidates"])
+        out.append({"id": r["id"], "prompt": p, "target": d["target"], "target_index": t,
                     "num_candidates": len(d["candidates"]), "candidates": json.dumps(d["candidates"]),
-                    "weak_top": [tops[i][k] for i in range(len(actors))], "reference": r.get("reference")})
+                    "weak_top": [tops[i][k] for i in range(len(actors))], "target_token_logps": target_lps,
+                    "reference": r.get("reference")})
     return pa.Table.from_pylist(out, schema=JOINT_SCHEMA)
 
 
@@ -282,7 +307,7 @@ def finalize_joint(split_dir: Path, out_dir: Path, names: list[str], fp: str, se
     cands = [json.loads(c) for c in table["candidates"].to_pylist()]
     from_model = {n: sum(1 for cs, t in zip(cands, table["target_index"].to_pylist())
                          if t is not None and i in cs[t]["proposed_by"]) for i, n in enumerate(names)}
-    summary = {"rows": table.num_rows, "rows_new": new, "no_target": sum(t is None for t in table["target"].to_pylist()),
+    summary = {"method": "joint", "rows": table.num_rows, "rows_new": new, "no_target": sum(t is None for t in table["target"].to_pylist()),
                "mean_candidates": float(np.mean(table["num_candidates"].to_pylist())),
                "target_proposed_by": from_model, "seconds": round(seconds, 1),
                "rows_per_s": round(new / max(seconds, 1e-9), 3), "models": names,

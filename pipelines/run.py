@@ -6,6 +6,7 @@ data -> weak_sft (weak.finetune) -> weak_labels (annotate.method; seam: SEAM sea
 -> strong_ceiling -> strong_w2s/<method> for
 every strong.methods (+ bootstrap when strong.bootstrap lists intermediate models) -> eval (test
 accuracy of every model, PGR, deception) -> report (report.md, metrics.json, PNG plots).
+task: generation runs pipelines/gen_run.py's stages instead (joint decoding, SFT, soft tokens).
 On a preference task (K = 2) with reward.enabled / align.enabled, the alignment stages follow
 strong_w2s (pipelines/align.py): reward_model + reward_ceiling -> dpo_pairs -> dpo -> align_eval.
 """
@@ -23,10 +24,12 @@ from cluster.config import ClusterConfig
 from pipelines.align import AlignConfig
 from pipelines.annotate import AnnotateConfig, annotate_stage
 from pipelines.data import DataConfig, prepare_data
+from pipelines.generation import GenDataConfig
+from pipelines.joint_annotate import JointConfig
 from pipelines.prompts import TemplateConfig
 from pipelines.seam import SeamConfig
 from pipelines.seam_annotate import SeamStageConfig
-from training.examples import SEAM_SOURCES
+from training.examples import GEN_METHODS, SEAM_SOURCES
 from training.stages import RewardConfig, StrongConfig
 
 
@@ -34,6 +37,9 @@ from training.stages import RewardConfig, StrongConfig
 class RunConfig:
     weak: WeakConfig
     run_dir: str = "runs/default"
+    # choice: option-choice / preference rows (data.*); generation: prompt + reference rows
+    # (gen_data.*), joint decoding as the weak labels (joint.*), pipelines/gen_run.py
+    task: str = "choice"
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     data: DataConfig = field(default_factory=DataConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
@@ -44,8 +50,25 @@ class RunConfig:
     # annotate.method=seam: the FF-tree search (strong.spec searches, weak.models[0] decides)
     seam: SeamConfig = field(default_factory=SeamConfig)
     seam_stage: SeamStageConfig = field(default_factory=SeamStageConfig)
+    gen_data: GenDataConfig = field(default_factory=GenDataConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
 
     def __post_init__(self):
+        if self.task not in ("choice", "generation"):
+            raise ValueError(f"task: must be choice or generation, got {self.task!r}")
+        gen = [m for m in self.strong.methods if m in GEN_METHODS]
+        if self.task == "generation":
+            if len(gen) != len(self.strong.methods):
+                raise ValueError(f"strong.methods: a generation task trains {list(GEN_METHODS)}, got {self.strong.methods}")
+            for name in ("reward", "align"):
+                if getattr(self, name).enabled:
+                    raise ValueError(f"{name}.enabled: the alignment stages need a preference task (task: choice)")
+            if self.weak.finetune or self.strong.bootstrap:
+                raise ValueError("weak.finetune / strong.bootstrap: not available on a generation task")
+            self.joint.resolved_weights(len(self.weak.models))
+            self.joint.resolved_chat(len(self.weak.models))
+        elif gen:
+            raise ValueError(f"strong.methods: {gen[0]} needs task: generation")
         if self.align.enabled and not self.reward.enabled:
             raise ValueError("align.enabled: the alignment stage needs reward.enabled: true")
         if self.reward.enabled and self.reward.kind == "judge" and self.reward.judge_method not in self.strong.methods:
@@ -168,8 +191,10 @@ def stage_eval(cfg: RunConfig, log=print) -> dict:
 
 
 def stages(cfg: RunConfig) -> list:
-    from pipelines import align
+    from pipelines import align, gen_run
 
+    if cfg.task == "generation":
+        return gen_run.stages()
     out = [("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate),
            ("strong_ceiling", stage_ceiling), ("strong_w2s", stage_w2s)]
     if cfg.reward.enabled:
@@ -191,7 +216,7 @@ def gpus_needed(cfg: RunConfig) -> int:
     from cluster.plan import plan_resources
 
     n_weak = len(cfg.weak.models)
-    plans = [{"weak": n_weak}, {"strong": 1}]
+    plans = [{"weak": n_weak}, {"strong": 1}]  # generation: the joint stage's ensemble, one strong model
     if cfg.annotate.method == "seam":
         plans.append({"strong": 1, "weak": 1})
     if cfg.align.enabled:
@@ -220,7 +245,8 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
         if name == until:
             break
     data = json.loads((cfg.root / "data" / "_SUCCESS.json").read_text())
-    metrics["data"] = {"source": cfg.data.source, "counts": data["counts"]}
+    source = cfg.gen_data.source if cfg.task == "generation" else cfg.data.source
+    metrics["data"] = {"source": source, "counts": data["counts"]}
     metrics["seconds"] = round(time.time() - t0, 2)
     (cfg.root / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     if "evaluation" in metrics:
@@ -235,7 +261,7 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
 
 def results_table(metrics: dict) -> str:
     ev = metrics["evaluation"]
-    lines = ["| model | test accuracy | PGR |", "|---|---|---|"]
+    lines = [f"| model | test {ev.get('metric', 'accuracy')} | PGR |", "|---|---|---|"]
     for n, a in ev["accuracy"].items():
         p = ev["pgr"].get(n)
         lines.append(f"| {n} | {a:.3f} | {'' if n not in ev['pgr'] else ('n/a' if p is None else f'{p:.3f}')} |")

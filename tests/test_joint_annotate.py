@@ -63,6 +63,10 @@ def test_target_is_weighted_probability_argmax(joint_run):
         if p.max() > 0:
             assert p[r["target_index"]] == pytest.approx(p.max())
         assert len(cands) <= 2 * cfg.num_beams
+        # the target's per-token log-probs (soft-label wordpieces) sum to its sequence log-prob
+        tgt = cands[r["target_index"]]
+        assert [len(t) for t in r["target_token_logps"]] == tgt["num_tokens"]
+        assert [sum(t) for t in r["target_token_logps"]] == pytest.approx(tgt["logps"], abs=1e-9)
         scored += 1
     assert scored >= 1
 

@@ -117,3 +117,15 @@ def test_cdpo_loss_eq12_by_hand():
     assert L.cdpo_loss(pc, pr, rc, rr, beta=0.5, epsilon=0.0).item() == pytest.approx(0.6804740, abs=1e-6)
     # eps 0.1 (Eq. 12): -log sigma(-h) - (-log sigma(h)) = h, so the loss grows by eps * mean(h) = 0.0125
     assert L.cdpo_loss(pc, pr, rc, rr, beta=0.5, epsilon=0.1).item() == pytest.approx(0.6929740, abs=1e-6)
+
+
+def test_sequence_cross_entropy_by_hand():
+    """Two rows, vocabulary 2: p = softmax([0, ln 3]) = (1/4, 3/4) everywhere. Row 0 targets
+    [1, 0] (both counted), row 1 targets [0, 1] with only the last counted:
+    L = -(ln 3/4 + ln 1/4 + ln 3/4) / 3."""
+    import math
+
+    logp = torch.log_softmax(torch.tensor([0.0, math.log(3)]), -1).expand(2, 2, 2)
+    mask = torch.tensor([[True, True], [False, True]])
+    got = L.sequence_cross_entropy(logp, torch.tensor([[1, 0], [0, 1]]), mask)
+    assert got.item() == pytest.approx(-(2 * math.log(0.75) + math.log(0.25)) / 3)

@@ -124,3 +124,35 @@ def reward_examples(rows: list[dict], fmt: str, target: str = "weak", weight_by:
     if not out:
         raise ValueError("reward model: no labelled preference pairs to train on")
     return out
+
+
+# generation tasks (seed 003 section 4): what the strong model learns from the joint_labels rows
+GEN_METHODS = ("top_beam", "joint", "soft_tokens")
+
+
+def sequence_examples(rows: list[dict], method: str, response_prefix: str = " ", soft: dict | None = None) -> list[dict]:
+    """Target-text examples ({id, text: rendered prompt, response: prefix + target}) for the
+    sequence trainer (TrainJob.answer="sequence"):
+      ground_truth  the reference answer (the ceiling)
+      top_beam      the first weak model's own top beam (naive W2S for generation)
+      joint         the joint-decoding target (Eq. 6)
+      soft_tokens   the joint target with token-level soft labels (Eq. 7-8): `soft` holds
+                    {weak_toks, weak_prefixes, weights, strong_tok} for target_word_labels.
+    Rows without a target (no candidate) are skipped."""
+    from training.soft_labels import target_word_labels
+
+    if method not in (GROUND_TRUTH, *GEN_METHODS):
+        raise ValueError(f"strong.methods: unknown generation method {method!r} (known: {GEN_METHODS})")
+    out = []
+    for r in rows:
+        target = {GROUND_TRUTH: r.get("reference"), "top_beam": (r.get("weak_top") or [None])[0]}.get(method, r.get("target"))
+        if not target or not target.strip():
+            continue
+        ex = {"id": r["id"], "text": r["prompt"], "response": response_prefix + target, "target": 0, "weight": 1.0}
+        if method == "soft_tokens":
+            ex.update(target_word_labels(target, soft["weak_toks"], soft["weak_prefixes"], r["target_token_logps"],
+                                         soft["strong_tok"], response_prefix, soft["weights"]))
+        out.append(ex)
+    if not out:
+        raise ValueError(f"no training examples for method {method}: no row has a target text")
+    return out

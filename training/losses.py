@@ -24,6 +24,17 @@ def cross_entropy(logp: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     return nll.mean()
 
 
+def sequence_cross_entropy(token_logp: torch.Tensor, target_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Supervised fine-tuning on a target sequence (seed 003 section 4.1: the strong model learns
+    the joint-decoding target; the ceiling learns the reference):
+        L = -(1 / sum_b |y_b|) sum_b sum_t log p(y_b,t | x_b, y_b,<t),
+    the token-mean over the batch. token_logp [B, T, V] (position t predicts target_ids[:, t]),
+    mask [B, T] marks the target tokens."""
+    lp = token_logp.gather(-1, target_ids.long().unsqueeze(-1)).squeeze(-1)
+    m = mask.to(lp.dtype)
+    return -(lp * m).sum() / m.sum().clamp(min=1)
+
+
 def soft_cross_entropy(logp: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Soft labels: (1/B) sum_b -sum_k q_bk log p_bk, with q the weak models' probabilities."""
     return -(probs * logp).sum(1).mean()

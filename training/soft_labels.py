@@ -125,6 +125,23 @@ def word_targets(text: str, weak_offsets: Sequence[Sequence[Span]], weak_token_l
             "words": [list(u) for u in units]}
 
 
+def shifted_offsets(tok, prefix: str, text: str) -> list[Span]:
+    """Spans of the tokens of `prefix + text` (the continuation a model scores, e.g. " " + text for
+    a base model after "A:") in `text`'s coordinates; a leading-space token starts at 0."""
+    _, offs = token_offsets(tok, prefix + text)
+    k = len(prefix)
+    return [(max(a - k, 0), max(b - k, 0)) for a, b in offs]
+
+
+def target_word_labels(text: str, weak_toks: Sequence, weak_prefixes: Sequence[str],
+                       weak_token_logps: Sequence[Sequence[float]], strong_tok, strong_prefix: str,
+                       weights: Sequence[float]) -> dict:
+    """`word_targets` for one target text scored by every weak model on `prefix + text` (the
+    joint-decoding stage's token_logprobs) and learnt by the strong model on strong_prefix + text."""
+    weak_offs = [shifted_offsets(t, p, text) for t, p in zip(weak_toks, weak_prefixes)]
+    return word_targets(text, weak_offs, weak_token_logps, shifted_offsets(strong_tok, strong_prefix, text), weights)
+
+
 # ---- strong side (torch, batched) ----
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:

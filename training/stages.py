@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from actors.backend import BackendConfig
-from training.examples import REWARD_WEIGHTS, W2S_METHODS, ground_truth_examples, reward_examples, weak_label_examples
+from training.examples import GEN_METHODS, REWARD_WEIGHTS, W2S_METHODS, ground_truth_examples, reward_examples, weak_label_examples
 from training.trainer import TrainConfig, TrainJob, fit
 
 
@@ -46,8 +46,8 @@ class StrongConfig:
             raise ValueError("spec: missing")
         resolve(self.spec)
         for m in self.methods:
-            if m not in W2S_METHODS:
-                raise ValueError(f"methods: unknown method {m!r} (known: {', '.join(W2S_METHODS)})")
+            if m not in W2S_METHODS + GEN_METHODS:
+                raise ValueError(f"methods: unknown method {m!r} (known: {', '.join(W2S_METHODS + GEN_METHODS)})")
         for b in self.bootstrap:
             resolve(b)
 
@@ -164,6 +164,15 @@ def bootstrap_stage(root: Path, strong: StrongConfig, annotate_fn, names: list[s
         label_names, label_weights = ["intermediate"], [1.0]
     return w2s_stage(root, strong, "naive", labels_dir, label_names, label_weights, template, log,
                      out=root / "strong_w2s" / "bootstrap")
+
+
+def sequence_stage(root: Path, strong: StrongConfig, method: str, examples: list[dict], out: Path,
+                   log=print) -> dict:
+    """The strong model fine-tuned on target texts (generation tasks): SFT on the reference
+    (the ceiling), on a weak top beam or the joint target, or token-level soft labels."""
+    job = TrainJob(name="_".join(out.relative_to(root).parts), spec=strong.spec, out_dir=str(out),
+                   train=strong.train, examples=examples, method=method, answer="sequence")
+    return run_job(job, log)
 
 
 def reward_stage(root: Path, reward: RewardConfig, spec: str, rows: list[dict], target: str, out: Path,

@@ -64,6 +64,14 @@ class TrainConfig:
     gamma_warmup_frac: float = 0.2
     edl_lambda: float = 1.0  # EDL KL regulariser (seed 003 Appendix B) ...
     edl_anneal_frac: float = 0.5  # ... annealed linearly over this fraction of the steps
+    # token-level soft labels (generation tasks, method soft_tokens; seed 003 section 4.2):
+    # the per-token loss (ce: Eq. 1, edl: Eq. 5 with gamma_max / edl_lambda as above), how a word
+    # score is split onto the strong tokens (training/soft_labels.py), the EDL KL coefficient
+    # against a vocabulary-sized Dirichlet, and the per-token clamp (0: none)
+    soft_loss: str = "ce"
+    soft_split: str = "product"
+    soft_kl_coef: float = 1.0
+    soft_clamp_max: float = 0.0
 
     def __post_init__(self):
         checks = [
@@ -84,6 +92,9 @@ class TrainConfig:
             (0 < self.gamma_warmup_frac <= 1 and 0 < self.edl_anneal_frac <= 1, "gamma_warmup_frac", "must be in (0, 1]"),
             (self.edl_lambda >= 0, "edl_lambda", "must be >= 0"),
             (not (self.offload and self.engine != "deepspeed"), "offload", "needs engine: deepspeed"),
+            (self.soft_loss in ("ce", "edl"), "soft_loss", "must be ce or edl"),
+            (self.soft_split in ("product", "eq8"), "soft_split", "must be product or eq8"),
+            (self.soft_kl_coef >= 0 and self.soft_clamp_max >= 0, "soft_kl_coef", "must be >= 0 (and soft_clamp_max)"),
         ]
         for ok, name, msg in checks:
             if not ok:
@@ -101,7 +112,9 @@ class TrainJob:
     method: str = "ground_truth"
     weak_weights: list[float] = field(default_factory=lambda: [1.0])
     chat: bool = False
-    answer: str = "label"  # label: one label token per option; text: the options' texts (template.answer)
+    # label: one label token per option; text: the options' texts (template.answer); sequence:
+    # one target text per example (`response`, generation tasks: SFT or token-level soft labels)
+    answer: str = "label"
     num_options: int = 2
 
 
@@ -153,6 +166,8 @@ def _left_pad(seqs: list[list[int]], pad_id: int) -> dict:
 def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device) -> dict:
     from actors.backend import encode_prompts, label_token_ids
 
+    if job.answer == "sequence":
+        return {k: v.to(device) for k, v in collate_sequences(batch, tok, job).items()}
     if job.train.head == "reward":  # B x K sequences: one rendered (prompt, response) text per option
         out = _left_pad(encode_prompts(tok, [x for e in batch for x in e["texts"]], job.chat, job.train.max_length),
                         tok.pad_token_id)
@@ -174,6 +189,55 @@ def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device) ->
         out["weak_labels"] = torch.tensor([e["weak_labels"] for e in batch])
         out["weak_probs"] = torch.tensor([e["weak_probs"] for e in batch], dtype=torch.float32)
     return {k: v.to(device) for k, v in out.items()}
+
+
+def collate_sequences(batch: list[dict], tok, job: TrainJob) -> dict:
+    """Prompt + target (`response`) per example, left-padded; the target occupies the last
+    n_b positions, so cont_mask [B, c] (c = the longest target) marks them from the right.
+    With soft labels: token_word [B, c] (unit index per target token, -1 elsewhere) and
+    word_logp [B, W] (log P(W) per unit, training/soft_labels.py)."""
+    from actors.backend import encode_pairs
+
+    seqs, conts = encode_pairs(tok, [e["text"] for e in batch], [e["response"] for e in batch], job.chat,
+                               job.train.max_length)
+    out = _left_pad(seqs, tok.pad_token_id)
+    c = max(conts)
+    out["cont_mask"] = torch.tensor([[j >= c - n for j in range(c)] for n in conts])
+    if batch[0].get("token_word") is not None:
+        tw = torch.full((len(batch), c), -1, dtype=torch.long)
+        wl = torch.zeros((len(batch), max(1, max(len(e["word_logp"]) for e in batch))), dtype=torch.float32)
+        for b, (e, n) in enumerate(zip(batch, conts)):
+            if len(e["token_word"]) < n:
+                raise ValueError(f"example {e['id']!r}: {len(e['token_word'])} soft-label tokens for {n} target tokens")
+            tw[b, c - n:] = torch.tensor(e["token_word"][:n])  # encode_pairs keeps the first n target tokens
+            wl[b, :len(e["word_logp"])] = torch.tensor(e["word_logp"])
+        out.update(token_word=tw, word_logp=wl)
+    out["weight"] = torch.ones(len(batch))
+    return out
+
+
+def sequence_logits(model, batch: dict) -> torch.Tensor:
+    """Logits [B, c, V] at the target positions (position t predicts target token t), fp32."""
+    c = batch["cont_mask"].shape[1]
+    common = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    return model(**common, logits_to_keep=c + 1).logits[:, :-1].float()
+
+
+def sequence_loss(method: str, logits: torch.Tensor, batch: dict, step: int, total: int,
+                  t: TrainConfig) -> tuple[torch.Tensor, dict]:
+    """SFT (L.sequence_cross_entropy) on the target text, or (soft_tokens) the token-level soft
+    labels of seed 003 section 4.2 with the run's soft_* settings, gamma and annealed lambda."""
+    from training.soft_labels import token_soft_label_loss
+
+    targets = batch["input_ids"][:, -logits.shape[1]:]
+    if method != "soft_tokens":
+        return L.sequence_cross_entropy(logits.log_softmax(-1), targets, batch["cont_mask"]), {}
+    gamma = L.gamma_at(step, total, t.gamma_max, t.gamma_warmup_frac)
+    lam = L.edl_anneal(step, int(t.edl_anneal_frac * total), t.edl_lambda)
+    loss = token_soft_label_loss(logits, targets, batch["token_word"], batch["word_logp"], loss=t.soft_loss,
+                                 split=t.soft_split, gamma=gamma, lam=lam, kl_coef=t.soft_kl_coef,
+                                 clamp_max=t.soft_clamp_max or None)
+    return loss, {"gamma": gamma, "lambda_t": lam}
 
 
 def option_scores(model, batch: dict, head: str, lm_normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,9 +373,14 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
         for m in range(t.grad_accum):
             part = idx[(m * world + rank) * t.micro_batch:(m * world + rank + 1) * t.micro_batch]
             batch = collate([job.examples[i] for i in part], tok, label_cache, job, device)
-            with _autocast(t, device):
-                logp, logits = option_scores(engine or model, batch, t.head, t.lm_normalize)
-            loss, extra = compute_loss(job.method, logp, logits, batch, step, steps, t, weak_w)
+            if job.answer == "sequence":
+                with _autocast(t, device):
+                    logits = sequence_logits(engine or model, batch)
+                loss, extra = sequence_loss(job.method, logits, batch, step, steps, t)
+            else:
+                with _autocast(t, device):
+                    logp, logits = option_scores(engine or model, batch, t.head, t.lm_normalize)
+                loss, extra = compute_loss(job.method, logp, logits, batch, step, steps, t, weak_w)
             if engine is not None:
                 engine.backward(loss)
                 engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
