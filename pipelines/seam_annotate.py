@@ -7,7 +7,7 @@ whose expand_fn turns every phase of a search step into ONE batched actor call f
 still searching (so the calls per batch grow with the search depth, not with the rows):
 
   weights  -> strong.score_options(texts, letter labels, chat, "label")      (Eq. 5 edge weights)
-  thought  -> strong.generate(texts, 1, seam.thought_max_new_tokens, 0.0)    (t(n), greedy)
+  thought  -> strong.generate(texts, 1, seam.thought_max_new_tokens, 0.0, stop=seam.thought_stop)  (t(n), greedy)
   entropy  -> strong.score_options(texts, labels, chat, template.answer)      (H(x, t(n)))
   decide   -> weak.score_options(texts, labels, chat, template.answer)        (y = argmax p_Mw)
 
@@ -169,7 +169,9 @@ def make_expand_fn(strong, weak, cfg: seam.SeamConfig, template: TemplateConfig,
         texts, labels = seam.model_inputs(requests, template)
         kind = requests[0].kind
         if kind == "thought":
-            out = ray.get(strong.generate.remote(texts, 1, cfg.thought_max_new_tokens, 0.0, seed, template.chat))
+            # stop strings end decoding early; seam.clean_thought cuts at the same strings anyway
+            out = ray.get(strong.generate.remote(texts, 1, cfg.thought_max_new_tokens, 0.0, seed, template.chat,
+                                                 stop=list(cfg.thought_stop)))
             return [samples[0][0] for samples in out]
         actor = weak if kind == "decide" else strong
         answer = "label" if kind == "weights" else template.answer

@@ -195,10 +195,10 @@ class _Method:
     def __init__(self, fn):
         self.fn = fn
 
-    def remote(self, *args):
+    def remote(self, *args, **kwargs):
         import ray
 
-        return ray.put(self.fn(*args))
+        return ray.put(self.fn(*args, **kwargs))
 
 
 class FakeActor:
@@ -216,8 +216,9 @@ class FakeActor:
             out.append(v / v.sum())
         return out
 
-    def _generate(self, texts, n, max_new_tokens, temperature, seed, chat):
+    def _generate(self, texts, n, max_new_tokens, temperature, seed, chat, stop=None):
         self.calls += 1
+        assert stop == list(seam.SeamConfig().thought_stop)  # the search passes its stop strings
         return [[(f"thought {zlib.crc32(t.encode()) % 97}\n\nQuestion: more", 0.0)] for t in texts]
 
 
