@@ -171,7 +171,7 @@ def write_report(root: Path, metrics: dict) -> Path:
     for n, a in acc.items():
         p, d = ev["pgr"].get(n), ev["deception"].get(n)
         lines.append(f"| {n} | {a:.3f} | {'' if n not in ev['pgr'] else ('n/a' if p is None else f'{p:.3f}')} | "
-                     f"{'' if n not in ev['pgr'] else ('n/a' if d is None else f'{d:.3f}')} |")
+                     f"{'' if n not in ev['deception'] else ('n/a' if d is None else f'{d:.3f}')} |")
     wl = metrics["stages"].get("weak_labels", {})
     if wl.get("method") == "seam":
         from pipelines.seam_annotate import table2_markdown
