@@ -28,15 +28,21 @@ def _train(tmp_path, method, examples, **kw):
     return read_history(tmp_path / method)
 
 
+def _target_logits(model, tok, e) -> tuple[torch.Tensor, list[int]]:
+    """Logits at the target positions of one example (one unpadded forward) and the target ids."""
+    p = tok(e["text"])["input_ids"]
+    c = tok(e["response"], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        return model(torch.tensor([p + c])).logits[0, len(p) - 1:len(p) - 1 + len(c)].double(), c
+
+
 def _sft_loss_by_hand(examples) -> float:
     model, tok = load_model(SPEC)
     nll, n = 0.0, 0
     for e in examples:
-        p = tok(e["text"])["input_ids"]
-        c = tok(e["response"], add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            logp = model(torch.tensor([p + c])).logits[0].float().log_softmax(-1)
-        nll -= sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(c))
+        z, c = _target_logits(model, tok, e)
+        logp = z.log_softmax(-1)
+        nll -= sum(logp[j, t].item() for j, t in enumerate(c))
         n += len(c)
     return nll / n
 
@@ -74,10 +80,7 @@ def _soft_ce_by_hand(examples) -> float:
     model, tok = load_model(SPEC)
     total, n = 0.0, 0
     for e in examples:
-        p = tok(e["text"])["input_ids"]
-        c = tok(e["response"], add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            z = model(torch.tensor([p + c])).logits[0, len(p) - 1:len(p) - 1 + len(c)].double()
+        z, c = _target_logits(model, tok, e)
         lp = z.log_softmax(-1)
         conf = lp.exp().max(-1).values
         tw = torch.tensor(e["token_word"][:len(c)])
