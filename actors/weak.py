@@ -13,6 +13,18 @@ from training.trainer import TrainConfig
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+def checked_name(spec: str, name: str) -> str:
+    """A weak model's spec checked (resolvable) and its name: the given one, or one derived from
+    the spec; names become column suffixes, so only letters, digits, '_', '.', '-'."""
+    if not spec:
+        raise ValueError("spec: missing (e.g. embedded:smollm2-135m-instruct, tiny:llama, a directory or hub id)")
+    resolve(spec)  # unknown scheme / missing directory -> ModelSpecError (a ValueError)
+    name = name or spec.split(":", 1)[-1].rstrip("/").split("/")[-1].replace(":", "-")
+    if not _NAME.match(name):
+        raise ValueError(f"name: {name!r} may hold only letters, digits, '_', '.', '-'")
+    return name
+
+
 @dataclass
 class WeakModelConfig:
     spec: str = ""
@@ -21,13 +33,7 @@ class WeakModelConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self):
-        if not self.spec:
-            raise ValueError("spec: missing (e.g. embedded:smollm2-135m-instruct, tiny:llama, a directory or hub id)")
-        resolve(self.spec)  # unknown scheme / missing directory -> ModelSpecError (a ValueError)
-        if not self.name:
-            self.name = self.spec.split(":", 1)[-1].rstrip("/").split("/")[-1].replace(":", "-")
-        if not _NAME.match(self.name):
-            raise ValueError(f"name: {self.name!r} may hold only letters, digits, '_', '.', '-'")
+        self.name = checked_name(self.spec, self.name)
         if self.weight <= 0:
             raise ValueError(f"weight: must be > 0, got {self.weight}")
 

@@ -38,9 +38,6 @@ from cluster.config import ClusterConfig
 from pipelines.annotate import TASK_CPUS
 from pipelines.generation import GenDataConfig
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
 @dataclass
 class JointMember:
     """One weak model of the ensemble. chat: wrap prompts in its chat template."""
@@ -50,15 +47,9 @@ class JointMember:
     backend: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self):
-        if not self.spec:
-            raise ValueError("weak.spec: missing (e.g. embedded:smollm2-135m-instruct, tiny:llama)")
-        from actors.registry import resolve
+        from actors.weak import checked_name
 
-        resolve(self.spec)
-        if not self.name:
-            self.name = self.spec.split(":", 1)[-1].rstrip("/").split("/")[-1].replace(":", "-")
-        if not _NAME.match(self.name):
-            raise ValueError(f"weak.name: {self.name!r} may hold only letters, digits, '_', '.', '-'")
+        self.name = checked_name(self.spec, self.name)
 
 
 @dataclass
@@ -342,25 +333,9 @@ def run_config(cfg: JointRunConfig, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import os
+    from pipelines.cli import stage_main
 
-    from pipelines.config import load_config
-
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    p = argparse.ArgumentParser(prog="python -m pipelines.joint_annotate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(JointRunConfig, args.config, args.overrides)
-    except ValueError as e:
-        print(f"joint: bad config: {e}", file=sys.stderr)
-        return 2
-    summary = run_config(cfg, lambda m: print(m, flush=True))
-    print(metrics_markdown(summary))
-    return 0
+    return stage_main("joint_annotate", __doc__, JointRunConfig, run_config, metrics_markdown, argv)
 
 
 if __name__ == "__main__":

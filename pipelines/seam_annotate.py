@@ -408,25 +408,9 @@ def run_config(cfg: SeamRunConfig, log=print, out_name: str = "seam_labels") -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import os
+    from pipelines.cli import stage_main
 
-    from pipelines.config import load_config
-
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    p = argparse.ArgumentParser(prog="python -m pipelines.seam_annotate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(SeamRunConfig, args.config, args.overrides)
-    except ValueError as e:
-        print(f"seam: bad config: {e}", file=sys.stderr)
-        return 2
-    summary = run_config(cfg, lambda m: print(m, flush=True))
-    print(table2_markdown(summary["table2"]))
-    return 0
+    return stage_main("seam_annotate", __doc__, SeamRunConfig, run_config, lambda s: table2_markdown(s["table2"]), argv)
 
 
 if __name__ == "__main__":
