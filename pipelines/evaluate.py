@@ -190,8 +190,9 @@ def write_report(root: Path, metrics: dict) -> Path:
         lines += ["", f"Weak-label accuracy on held_out: {_fmt(wl.get('accuracy'))} (kept half "
                   f"{_fmt(wl.get('accuracy_kept'))}, filtered half {_fmt(wl.get('accuracy_filtered'))}).", "",
                   "![accuracy](accuracy.png)", ""]
-    table = None if wl.get("method") == "joint" else read_weak_labels(root / "weak_labels")
-    if table is not None and "perms" in table.column_names and table["perms"][0].as_py():
+    # the reliability plots: only annotate's own labels carry option orders (not SEAM's or joint's)
+    table = None if wl.get("method") in ("seam", "joint") else read_weak_labels(root / "weak_labels")
+    if table is not None and table["perms"][0].as_py():
         buckets = entropy_buckets(table)
         plot_entropy(buckets, root / "entropy_buckets.png")
         matrix, _ = reliability_matrix(table)

@@ -27,6 +27,7 @@ import torch
 
 from training import losses as L
 from training.examples import SEAM_SOURCES
+from training.soft_labels import token_soft_label_loss
 
 HEADS = ("lm", "classifier", "reward")
 ENGINES = ("deepspeed", "torch")
@@ -212,7 +213,6 @@ def collate_sequences(batch: list[dict], tok, job: TrainJob) -> dict:
             tw[b, c - n:] = torch.tensor(e["token_word"][:n])  # encode_pairs keeps the first n target tokens
             wl[b, :len(e["word_logp"])] = torch.tensor(e["word_logp"])
         out.update(token_word=tw, word_logp=wl)
-    out["weight"] = torch.ones(len(batch))
     return out
 
 
@@ -227,8 +227,6 @@ def sequence_loss(method: str, logits: torch.Tensor, batch: dict, step: int, tot
                   t: TrainConfig) -> tuple[torch.Tensor, dict]:
     """SFT (L.sequence_cross_entropy) on the target text, or (soft_tokens) the token-level soft
     labels of seed 003 section 4.2 with the run's soft_* settings, gamma and annealed lambda."""
-    from training.soft_labels import token_soft_label_loss
-
     targets = batch["input_ids"][:, -logits.shape[1]:]
     if method != "soft_tokens":
         return L.sequence_cross_entropy(logits.log_softmax(-1), targets, batch["cont_mask"]), {}
