@@ -216,13 +216,3 @@ def default_threads(cfg: BackendConfig) -> int:
     except Exception:  # noqa: BLE001 - outside an actor
         pass
     return max(1, os.cpu_count() or 1)
-
-
-def make_backend(spec: str, cfg: BackendConfig) -> ModelBackend:
-    if cfg.kind == "vllm":
-        from actors.vllm_backend import VLLMBackend  # optional extra: only imported when asked for
-
-        return VLLMBackend(spec, cfg)
-    from actors.hf_backend import HFBackend
-
-    return HFBackend(spec, cfg)

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import os
 
-from actors.backend import BackendConfig, make_backend
+from actors.backend import BackendConfig, ModelBackend
+
+
+def make_backend(spec: str, cfg: BackendConfig) -> ModelBackend:
+    """The backend `cfg.kind` names over model `spec` (HF by default; vLLM only when asked for,
+    since it is an optional extra)."""
+    if cfg.kind == "vllm":
+        from actors.vllm_backend import VLLMBackend
+
+        return VLLMBackend(spec, cfg)
+    from actors.hf_backend import HFBackend
+
+    return HFBackend(spec, cfg)
 
 
 class BackendActor:
@@ -45,3 +57,10 @@ class BackendActor:
 
     def tokens_seen(self) -> int:
         return getattr(self.backend, "tokens_seen", 0)
+
+    def counted(self, method: str, *args, **kwargs) -> tuple:
+        """(the result of self.<method>(...), tokens it ran through the model). Exact: an actor
+        runs one call at a time, so the counter moves only for this call."""
+        before = self.tokens_seen()
+        result = getattr(self, method)(*args, **kwargs)
+        return result, self.tokens_seen() - before

@@ -1,6 +1,6 @@
 """The reward-model role (`reward.*`): scores responses with the W2S reward model in-process.
 
-Wraps serving.scorer.RewardScorer (a Bradley-Terry scalar head or the generative pairwise judge),
+Wraps actors.reward_model.RewardScorer (a Bradley-Terry scalar head or the generative pairwise judge),
 the same code the Ray Serve deployment runs, so pipeline scores equal served scores.
 """
 
@@ -15,7 +15,7 @@ class RewardActor:
     role = "reward"
 
     def __init__(self, name: str, model_dir: str, backend: BackendConfig):
-        from serving.scorer import RewardScorer
+        from actors.reward_model import RewardScorer
 
         self.name = name
         self.scorer = RewardScorer.from_dir(model_dir, backend)

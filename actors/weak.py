@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from actors.backend import BackendConfig
 from actors.base import BackendActor
 from actors.registry import resolve
-from training.trainer import TrainConfig
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -36,37 +35,6 @@ class WeakModelConfig:
         self.name = checked_name(self.spec, self.name)
         if self.weight <= 0:
             raise ValueError(f"weight: must be > 0, got {self.weight}")
-
-
-def _weak_train_defaults():
-    from training.trainer import TrainConfig
-
-    return TrainConfig(lr=5e-5, epochs=1.0)  # seed 003 Appendix C: weak models at 5e-5
-
-
-@dataclass
-class WeakConfig:
-    models: list[WeakModelConfig] = field(default_factory=list)
-    # fine-tune every weak model on the ground truth of weak_train first (weak_sft/); off: the
-    # models label zero-shot (aligned instruct models as supervisors)
-    finetune: bool = False
-    train: TrainConfig = field(default_factory=_weak_train_defaults)
-    diversify: str = "shard"  # shard: each weak model trains on its own part of weak_train; seed: all, own seed
-
-    def __post_init__(self):
-        if self.diversify not in ("shard", "seed"):
-            raise ValueError(f"weak.diversify: must be shard or seed, got {self.diversify!r}")
-        if not self.models:
-            raise ValueError("weak.models: at least one weak model is needed")
-        names = [m.name for m in self.models]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"weak.models: duplicate name {sorted(dup)[0]!r}; give each model a distinct name")
-
-    @property
-    def weights(self) -> list[float]:
-        total = sum(m.weight for m in self.models)
-        return [m.weight / total for m in self.models]
 
 
 class WeakActor(BackendActor):

@@ -57,7 +57,7 @@ def model_flops(cfg: dict, non_embed: int, lengths: list[int], vocab_rows: int) 
 
 def prompts(rows: int):
     from pipelines.data import DataConfig, read_source, split_rows
-    from pipelines.prompts import TemplateConfig, render
+    from actors.prompts import TemplateConfig, render
 
     # the same rows as the stage's data split (bench_stage)
     cfg = DataConfig(source="embedded:boolq", weak_train=500, held_out=rows, test=0, max_prompt_chars=1200)
@@ -103,7 +103,7 @@ def bench_backend(texts, labels, threads, dtype="auto", compile=False, max_batch
 
 def bench_stage(n_models: int, rows: int, workdir: Path):
     """The annotation stage end to end; returns (seconds of streaming, tokens, rows)."""
-    from pipelines.config import load_config
+    from cluster.loader import load_config
     from pipelines.run import RunConfig, run
 
     root = Path(__file__).resolve().parents[1]

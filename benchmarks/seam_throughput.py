@@ -54,7 +54,7 @@ def main() -> int:
     from actors.weak import WeakModelConfig
     from cluster.config import ClusterConfig
     from pipelines.data import DataConfig, prepare_data
-    from pipelines.prompts import TemplateConfig
+    from actors.prompts import TemplateConfig
     from pipelines.seam import SeamConfig
     from pipelines.seam_annotate import LABELS_FILE, SeamStageConfig, seam_stage
 

@@ -36,7 +36,7 @@ RESPONSES = ["Paris.", "Joyful, or glad.", "Eight legs.", "A cat spent the after
 
 def tiny_model_dir(root: Path) -> str:
     from actors.registry import load_model
-    from serving.scorer import save_reward_meta
+    from actors.reward_model import save_reward_meta
 
     model, tok = load_model("tiny:llama:7", "classifier", num_labels=1)
     model.save_pretrained(root)
@@ -168,7 +168,7 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
 
-    from pipelines.config import load_config
+    from cluster.loader import load_config
     from serving.config import ServeConfig
 
     tmp = tempfile.TemporaryDirectory(prefix="w2s_serve_load_")

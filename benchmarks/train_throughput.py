@@ -32,7 +32,7 @@ WARMUP = 2
 
 def make_job(out: str, steps: int, micro_batch: int, engine: str):
     from pipelines.data import DataConfig, read_source, split_rows
-    from pipelines.prompts import TemplateConfig
+    from actors.prompts import TemplateConfig
     from training.examples import ground_truth_examples
     from training.trainer import TrainConfig, TrainJob
 

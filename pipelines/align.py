@@ -52,8 +52,8 @@ def reward_dirs(root: Path, cfg) -> dict[str, str]:
 def stage_reward(cfg, log=print) -> dict:
     from pipelines.annotate import read_weak_labels
     from pipelines.data import read_split
-    from serving.scorer import save_reward_meta
-    from training.stages import reward_stage
+    from actors.reward_model import save_reward_meta
+    from pipelines.train_stages import reward_stage
 
     root = cfg.root
     out = {"ceiling": reward_stage(root, cfg.reward, cfg.strong.spec, read_split(root / "data" / "held_out"),
@@ -71,12 +71,10 @@ def stage_reward(cfg, log=print) -> dict:
 
 
 def stage_pairs(cfg, log=print) -> dict:
-    from pipelines.run import effective_weak
-
     a = cfg.align
     backend = replace(a.backend, head="lm")
     return pairs_stage(cfg.root / "data" / "held_out", cfg.root / "dpo_pairs", a.pairs, a.policy or cfg.strong.spec,
-                       backend, reward_dirs(cfg.root, cfg)["w2s"], a.backend, effective_weak(cfg, cfg.root),
+                       backend, reward_dirs(cfg.root, cfg)["w2s"], a.backend, cfg.weak.labelling(cfg.root),
                        cfg.cluster, log)
 
 
@@ -109,13 +107,13 @@ def stage_align_eval(cfg, log=print) -> dict:
     from cluster.connect import connect
     from cluster.plan import plan_resources
     from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus
+    from pipelines.runner import cluster_cpus
     from pipelines.data import read_split
 
     a, root = cfg.align, cfg.root
     rows = read_split(root / "data" / "test")
     prompts = [a.pairs.prompt_format.replace("{prompt}", r["prompt"]) for r in rows]
-    plan = plan_resources({"policy": 1}, cfg.cluster, _cluster_cpus(cfg.cluster))
+    plan = plan_resources({"policy": 1}, cfg.cluster, cluster_cpus(cfg.cluster))
     connect(cfg.cluster, plan.total_gpus)
     answers = {}
     for name, spec in (("sft", a.policy or cfg.strong.spec), ("dpo", str(root / "dpo" / "model"))):

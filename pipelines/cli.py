@@ -20,29 +20,8 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def stage_main(prog: str, doc: str, cls, run_fn, show_fn, argv: list[str] | None = None) -> int:
-    """Entry point of a stand-alone stage (`python -m pipelines.<stage> CONFIG [key=value ...]`):
-    load `cls` from the file and overrides (exit 2 on a bad config), run_fn(cfg, log) -> summary,
-    print show_fn(summary)."""
-    from pipelines.config import load_config
-
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    p = argparse.ArgumentParser(prog=f"python -m pipelines.{prog}", description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(cls, args.config, args.overrides)
-    except ValueError as e:
-        print(f"{prog.split('_')[0]}: bad config: {e}", file=sys.stderr)
-        return 2
-    print(show_fn(run_fn(cfg, _log)))
-    return 0
-
-
 def _load(args):
-    from pipelines.config import load_config
+    from cluster.loader import load_config
     from pipelines.run import RunConfig
 
     path = args.config or args.config_pos
@@ -88,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args) -> int:
-    from pipelines.config import load_config
+    from cluster.loader import load_config
     from serving.config import ServeConfig
 
     try:

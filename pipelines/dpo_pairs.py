@@ -17,17 +17,14 @@ Shards of finished batches are kept under _shards/, so an interrupted run resume
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipelines.annotate import TASK_CPUS
+from pipelines.runner import Role, StreamStage, run_stage, write_atomic
 
 SCORERS = ("reward", "endpoint", "weak")
 
@@ -82,11 +79,12 @@ def pick_pair(responses: list[str], scores: list[float]) -> tuple[int, int] | No
     return best, worst
 
 
-def pairs_batch(batch: pa.Table, *, policy, scorers, kind: str, weights: list[float], cfg: PairsConfig,
+def pairs_batch(batch: pa.Table, *, actors: dict, kind: str, weights: list[float], cfg: PairsConfig,
                 endpoint_token: str | None) -> pa.Table:
     """One Ray Data batch: generate on the policy actor, score, pick chosen / rejected."""
     import ray
 
+    policy, scorers = actors["policy"][0], actors.get(kind, [])
     rows = batch.to_pylist()
     prompts = [cfg.prompt_format.replace("{prompt}", r["prompt"]) for r in rows]
     seed = cfg.seed + int(hashlib.sha256(rows[0]["id"].encode()).hexdigest()[:8], 16)  # same batch, same samples
@@ -126,73 +124,39 @@ PAIRS_SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("chosen
 
 def pairs_stage(split_dir: Path, out_dir: Path, cfg: PairsConfig, policy_spec: str, policy_backend,
                 reward_dir: str | None, reward_backend, weak, cluster_cfg, log=print) -> dict:
-    """Config in, dpo_pairs/train.parquet out. Skipped when complete; continues a partial run."""
-    import ray
-
+    """Config in, dpo_pairs/train.parquet out (through the streaming-stage runner). Skipped when
+    complete; continues a partial run."""
     from actors.reward import RewardActor
     from actors.strong import StrongActor
     from actors.weak import WeakActor
-    from cluster.connect import connect
-    from cluster.plan import plan_resources
-    from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus, open_stage, pending_rows
-    from pipelines.data import fingerprint
 
-    out_dir, shards = Path(out_dir), Path(out_dir) / "_shards"
-    fp = fingerprint({"pairs": asdict(cfg), "policy": policy_spec, "reward": reward_dir,
-                      "weak": [asdict(m) for m in weak.models] if cfg.scorer == "weak" else None,
-                      "input": sorted(p.name for p in Path(split_dir).glob("*.parquet"))})
-    summary, done = open_stage(out_dir, fp, "policy/scorer", log, shards)
-    if summary:
-        log(f"dpo_pairs: complete, skipped ({summary['pairs']} pairs)")
-        return summary
-    counts = {"policy": 1, "reward": 1 if cfg.scorer == "reward" else 0,
-              "weak": len(weak.models) if cfg.scorer == "weak" else 0}
-    plan = plan_resources(counts, cluster_cfg, _cluster_cpus(cluster_cfg))
-    connect(cluster_cfg, plan.total_gpus)
-    log(f"dpo_pairs: policy {policy_spec}, {cfg.num_responses} responses per prompt, scorer {cfg.scorer}; "
-        f"{plan.describe()}")
-    t0 = time.time()
-    groups = [WorkerGroup(StrongActor, plan.roles["policy"], cluster_cfg,
-                          [{"name": "policy", "spec": policy_spec, "backend": policy_backend}], ["policy"])]
-    try:
-        if cfg.scorer == "reward":
-            groups.append(WorkerGroup(RewardActor, plan.roles["reward"], cluster_cfg,
-                                      [{"name": "reward", "model_dir": reward_dir, "backend": reward_backend}]))
-        elif cfg.scorer == "weak":
-            groups.append(WorkerGroup(WeakActor, plan.roles["weak"], cluster_cfg,
-                                      [{"name": m.name, "spec": m.spec, "backend": m.backend} for m in weak.models]))
-        ds = pending_rows(split_dir, done, log, "dpo_pairs")
-        ds = ds.map_batches(
-            pairs_batch, batch_size=cfg.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
-            compute=ray.data.TaskPoolStrategy(size=2),
-            fn_kwargs={"policy": groups[0].actors[0], "scorers": groups[1].actors if len(groups) > 1 else [],
-                       "kind": cfg.scorer, "weights": list(weak.weights), "cfg": cfg,
-                       "endpoint_token": os.environ.get(cfg.token_env) or None})
-        ds.write_parquet(str(shards), ray_remote_args={"num_cpus": TASK_CPUS})
-    finally:
-        for g in groups:
-            g.shutdown()
-    return finalize_pairs(split_dir, out_dir, fp, time.time() - t0, log)
+    out_dir = Path(out_dir)
+    roles = [Role("policy", StrongActor, [{"name": "policy", "spec": policy_spec, "backend": policy_backend}],
+                  ["policy"])]
+    if cfg.scorer == "reward":
+        roles.append(Role("reward", RewardActor, [{"name": "reward", "model_dir": reward_dir, "backend": reward_backend}]))
+    elif cfg.scorer == "weak":
+        roles.append(Role("weak", WeakActor, [{"name": m.name, "spec": m.spec, "backend": m.backend}
+                                              for m in weak.models]))
+    return run_stage(StreamStage(
+        kind="dpo_pairs", split_dir=Path(split_dir), out_dir=out_dir,
+        config={"pairs": asdict(cfg), "policy": policy_spec, "reward": reward_dir,
+                "weak": [asdict(m) for m in weak.models] if cfg.scorer == "weak" else None},
+        what="policy/scorer", describe=(f"policy {policy_spec}, {cfg.num_responses} responses per prompt, "
+                                        f"scorer {cfg.scorer}"),
+        roles=roles, batch_fn=pairs_batch, batch_rows=cfg.batch_rows, max_in_flight=2,
+        batch_kwargs={"kind": cfg.scorer, "weights": list(weak.weights), "cfg": cfg,
+                      "endpoint_token": os.environ.get(cfg.token_env) or None},
+        schema=PAIRS_SCHEMA, finalize=lambda table, run: finalize_pairs(out_dir, table)), cluster_cfg, log)
 
 
-def finalize_pairs(split_dir: Path, out_dir: Path, fp: str, seconds: float, log=print) -> dict:
-    from pipelines.annotate import read_complete
-
-    table = read_complete(out_dir / "_shards", split_dir, PAIRS_SCHEMA)
-    prompts = table.num_rows
+def finalize_pairs(out_dir: Path, table: pa.Table) -> dict:
     import pyarrow.compute as pc
 
     pairs = table.filter(pc.is_valid(table["chosen"]))
-    tmp = out_dir / "train.parquet.tmp"
-    pq.write_table(pairs, tmp)
-    tmp.rename(out_dir / "train.parquet")
+    path = write_atomic(pairs, out_dir / "train.parquet")
     margin = np.array(pairs["score_chosen"].to_pylist()) - np.array(pairs["score_rejected"].to_pylist())
-    summary = {"prompts": prompts, "pairs": pairs.num_rows, "no_pair": prompts - pairs.num_rows,
-               "mean_margin": float(margin.mean()) if len(margin) else None, "seconds": round(seconds, 1),
-               "prompts_per_s": round(prompts / max(seconds, 1e-9), 3), "fingerprint": fp,
-               "path": str(out_dir / "train.parquet")}
-    (out_dir / "_SUCCESS.json").write_text(json.dumps(summary, indent=1))
-    log(f"dpo_pairs: {summary['pairs']} pairs from {summary['prompts']} prompts in {seconds:.1f} s "
-        f"({summary['prompts_per_s']} prompts/s), mean score margin {summary['mean_margin']}")
+    summary = {"prompts": table.num_rows, "pairs": pairs.num_rows, "no_pair": table.num_rows - pairs.num_rows,
+               "mean_margin": float(margin.mean()) if len(margin) else None, "path": str(path)}
+    summary["line"] = f"{summary['pairs']} pairs, mean score margin {summary['mean_margin']}"
     return summary

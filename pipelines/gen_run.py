@@ -13,12 +13,14 @@ token F1 with the joint decoding of the weak ensemble as the supervisor) -> repo
 
 from __future__ import annotations
 
-import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipelines.runner import Role, StreamStage, run_stage, write_atomic
 
 GEN_EVAL_SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("answer", pa.string()),
                              ("reference", pa.string())])
@@ -52,7 +54,7 @@ def _rendered(cfg, split: str) -> list[dict]:
 
 def stage_ceiling(cfg, log=print) -> dict:
     from training.examples import GROUND_TRUTH, sequence_examples
-    from training.stages import sequence_stage
+    from pipelines.train_stages import sequence_stage
 
     ex = sequence_examples(_rendered(cfg, "held_out"), GROUND_TRUTH)
     return sequence_stage(cfg.root, cfg.strong, GROUND_TRUTH, ex, cfg.root / "strong_ceiling", log)
@@ -71,7 +73,7 @@ def soft_context(cfg) -> dict:
 
 def stage_w2s(cfg, log=print) -> dict:
     from training.examples import sequence_examples
-    from training.stages import sequence_stage
+    from pipelines.train_stages import sequence_stage
 
     rows = pq.read_table(cfg.root / "weak_labels" / "joint_labels.parquet").to_pylist()
     out = {}
@@ -88,38 +90,46 @@ def eval_targets(cfg) -> dict[str, str]:
     return targets
 
 
-def generate_stage(rows: list[dict], out_dir: Path, spec: str, cfg, log=print, batch: int = 16) -> pa.Table:
-    """Greedy answers of one strong model to the (rendered) test prompts, first line kept;
-    <out_dir>/answers.parquet, skipped when present."""
-    from actors.strong import StrongActor
-    from cluster.plan import plan_resources
-    from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus
+def answer_batch(batch: pa.Table, *, actors: dict, prompt_format: str, max_new_tokens: int,
+                 first_line: bool) -> pa.Table:
+    """Ray Data map function: greedy answers of the strong actor, cut at the first newline when
+    first_line (a stop string, so no token is decoded past it)."""
     import ray
 
-    from pipelines.joint_annotate import clean
+    from pipelines.joint_annotate import clean, render
 
-    path = Path(out_dir) / "answers.parquet"
-    if path.is_file():
-        return pq.read_table(path)
-    plan = plan_resources({"strong": 1}, cfg.cluster, _cluster_cpus(cfg.cluster))
-    stop = ["\n"] if cfg.joint.first_line else None
-    answers: list[str] = []
-    t0 = time.time()
-    with WorkerGroup(StrongActor, plan.roles["strong"], cfg.cluster,
-                     [{"name": "strong", "spec": spec, "backend": cfg.strong.backend}], ["strong"]) as g:
-        for i in range(0, len(rows), batch):
-            part = [r["prompt"] for r in rows[i:i + batch]]
-            out = ray.get(g.actors[0].generate.remote(part, 1, cfg.joint.max_new_tokens, 0.0, 0, False, stop=stop))
-            answers += [clean(o[0][0], cfg.joint.first_line) for o in out]
-            log(f"eval {Path(out_dir).name}: {len(answers)}/{len(rows)} answers "
-                f"({len(answers) / max(time.time() - t0, 1e-9):.2f} rows/s)")
-    table = pa.Table.from_pylist([{"id": r["id"], "prompt": r["prompt"], "answer": a, "reference": r["reference"]}
-                                  for r, a in zip(rows, answers)], schema=GEN_EVAL_SCHEMA)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").rename(path)
-    return table
+    rows = batch.to_pylist()
+    prompts = [render(prompt_format, r["prompt"]) for r in rows]
+    out = ray.get(actors["strong"][0].generate.remote(prompts, 1, max_new_tokens, 0.0, 0, False,
+                                                      stop=["\n"] if first_line else None))
+    return pa.Table.from_pylist([{"id": r["id"], "prompt": p, "answer": clean(o[0][0], first_line),
+                                  "reference": r["reference"]} for r, p, o in zip(rows, prompts, out)],
+                                schema=GEN_EVAL_SCHEMA)
+
+
+def generate_stage(split_dir: Path, out_dir: Path, spec: str, cfg, log=print) -> pa.Table:
+    """Greedy answers of one strong model to the test prompts (through the streaming-stage
+    runner); <out_dir>/answers.parquet, skipped when complete."""
+    from actors.strong import StrongActor
+
+    out_dir = Path(out_dir)
+
+    def finalize(table: pa.Table, run: dict) -> dict:
+        path = write_atomic(table, out_dir / "answers.parquet")
+        return {"path": str(path), "line": f"{table.num_rows} answers ({spec})"}
+
+    run_stage(StreamStage(
+        kind="eval/answers", split_dir=Path(split_dir), out_dir=out_dir, label=f"eval {out_dir.name}",
+        config={"spec": spec, "backend": asdict(cfg.strong.backend), "prompt_format": cfg.joint.prompt_format,
+                "max_new_tokens": cfg.joint.max_new_tokens, "first_line": cfg.joint.first_line},
+        what="strong/eval", describe=f"greedy answers of {spec}",
+        roles=[Role("strong", StrongActor, [{"name": "strong", "spec": spec, "backend": cfg.strong.backend}],
+                    ["strong"])],
+        batch_fn=answer_batch, batch_rows=16, max_in_flight=2,
+        batch_kwargs={"prompt_format": cfg.joint.prompt_format, "max_new_tokens": cfg.joint.max_new_tokens,
+                      "first_line": cfg.joint.first_line},
+        schema=GEN_EVAL_SCHEMA, finalize=finalize), cfg.cluster, log)
+    return pq.read_table(out_dir / "answers.parquet")
 
 
 def scores(answers: list[str | None], refs: list[str]) -> dict:
@@ -142,15 +152,13 @@ def stage_eval(cfg, log=print) -> dict:
     result = {"weak joint": scores([r["target"] for r in joint_rows], refs)}
     for i, m in enumerate(cfg.weak.models):
         result[f"weak {m.name}"] = scores([r["weak_top"][i] for r in joint_rows], refs)
-    rows = {r["id"]: r for r in _rendered(cfg, "test")}
-    rows = [rows[r["id"]] for r in joint_rows]  # the same order
     for name, spec in eval_targets(cfg).items():
-        t = generate_stage(rows, ev / name.replace(" ", "_"), spec, cfg, log)
+        t = generate_stage(cfg.root / "data" / "test", ev / name.replace(" ", "_"), spec, cfg, log)
         result[name] = scores(t["answer"].to_pylist(), t["reference"].to_pylist())
     f1 = {n: s["f1"] for n, s in result.items()}
     w2s = [n for n in f1 if n.startswith("w2s ")]
     return {"metric": "token F1", "accuracy": f1, "em": {n: s["em"] for n, s in result.items()},
-            "supervisor": "weak joint", "ceiling": "strong ceiling", "rows": len(rows), "weak_seconds": weak["seconds"],
+            "supervisor": "weak joint", "ceiling": "strong ceiling", "rows": len(joint_rows), "weak_seconds": weak["seconds"],
             "pgr": {n: pgr(f1[n], f1["weak joint"], f1["strong ceiling"]) for n in w2s}, "deception": {}}
 
 

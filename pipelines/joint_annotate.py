@@ -24,19 +24,17 @@ import json
 import re
 import string
 import sys
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from actors.backend import BackendConfig
 from cluster.config import ClusterConfig
-from pipelines.annotate import TASK_CPUS
 from pipelines.generation import GenDataConfig
+from pipelines.runner import Role, StreamStage, run_stage, stage_main, write_atomic
 
 @dataclass
 class JointMember:
@@ -172,13 +170,14 @@ def continuation(text: str, chat: bool) -> str:
     return text if chat else " " + text
 
 
-def joint_batch(batch: pa.Table, *, actors: list, chats: list[bool], weights: list[float],
+def joint_batch(batch: pa.Table, *, actors: dict, chats: list[bool], weights: list[float],
                 cfg: JointConfig) -> pa.Table:
     """One Ray Data batch: Eq. 6 over all its rows with one batched call per weak model per step."""
     import ray
 
     from pipelines.joint_decoding import joint_decode
 
+    actors = actors["weak"]
     rows = batch.to_pylist()
     prompts = [render(cfg.prompt_format, r["prompt"]) for r in rows]
     beam_refs: list = []
@@ -229,46 +228,26 @@ def _member(m) -> dict:
 
 def joint_stage(split_dir: Path, out_dir: Path, weak: list, cfg: JointConfig, cluster_cfg: ClusterConfig,
                 log=print) -> dict:
-    """Split in, joint_labels.parquet out. weak: [{name, spec, backend, chat?}] (or JointMembers).
-    Skipped when complete with the same config; continues a partial run."""
-    import ray
-
+    """Split in, joint_labels.parquet out (through the streaming-stage runner). weak:
+    [{name, spec, backend, chat?}] (or JointMembers). Skipped when complete with the same config;
+    continues a partial run."""
     from actors.weak import WeakActor
-    from cluster.connect import connect
-    from cluster.plan import plan_resources
-    from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus, open_stage, pending_rows
-    from pipelines.data import fingerprint
 
     members = [_member(m) for m in weak]
     if not members:
         raise ValueError("joint_stage: no weak models")
     weights = cfg.resolved_weights(len(members))
     names = [m["name"] for m in members]
-    out_dir, shards = Path(out_dir), Path(out_dir) / "_shards"
-    fp = fingerprint({"joint": asdict(cfg), "weak": [{**m, "backend": asdict(m["backend"])} for m in members],
-                      "input": sorted(p.name for p in Path(split_dir).glob("*.parquet"))})
-    summary, done = open_stage(out_dir, fp, "joint", log, shards)
-    if summary:
-        log(f"joint: complete, skipped ({summary['rows']} rows)")
-        return summary
-    plan = plan_resources({"weak": len(members)}, cluster_cfg, _cluster_cpus(cluster_cfg))
-    connect(cluster_cfg, plan.total_gpus)
-    log(f"joint: {len(members)} weak models {names}, M={cfg.num_beams} beams, max_new_tokens "
-        f"{cfg.max_new_tokens}, weights {weights}; {plan.describe()}")
-    t0 = time.time()
-    group = WorkerGroup(WeakActor, plan.roles["weak"], cluster_cfg,
-                        [{k: m[k] for k in ("name", "spec", "backend")} for m in members], names)
-    try:
-        ds = pending_rows(split_dir, done, log, "joint")
-        ds = ds.map_batches(joint_batch, batch_size=cfg.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
-                            compute=ray.data.TaskPoolStrategy(size=cfg.max_in_flight),
-                            fn_kwargs={"actors": group.actors, "chats": [m["chat"] for m in members],
-                                       "weights": weights, "cfg": cfg})
-        ds.write_parquet(str(shards), ray_remote_args={"num_cpus": TASK_CPUS})
-    finally:
-        group.shutdown()
-    return finalize_joint(split_dir, out_dir, names, fp, time.time() - t0, len(done), log)
+    out_dir = Path(out_dir)
+    return run_stage(StreamStage(
+        kind="weak_labels/joint", split_dir=Path(split_dir), out_dir=out_dir, label="joint",
+        config={"joint": asdict(cfg), "weak": [{**m, "backend": asdict(m["backend"])} for m in members]},
+        what="joint", describe=(f"{len(members)} weak models {names}, M={cfg.num_beams} beams, max_new_tokens "
+                                f"{cfg.max_new_tokens}, weights {weights}"),
+        roles=[Role("weak", WeakActor, [{k: m[k] for k in ("name", "spec", "backend")} for m in members], names)],
+        batch_fn=joint_batch, batch_rows=cfg.batch_rows, max_in_flight=cfg.max_in_flight,
+        batch_kwargs={"chats": [m["chat"] for m in members], "weights": weights, "cfg": cfg},
+        schema=JOINT_SCHEMA, finalize=lambda table, run: finalize_joint(out_dir, names, table)), cluster_cfg, log)
 
 
 def metrics(table: pa.Table, names: list[str]) -> dict | None:
@@ -286,30 +265,19 @@ def metrics(table: pa.Table, names: list[str]) -> dict | None:
     return out
 
 
-def finalize_joint(split_dir: Path, out_dir: Path, names: list[str], fp: str, seconds: float, resumed: int,
-                   log=print) -> dict:
-    from pipelines.annotate import read_complete
-
-    table = read_complete(Path(out_dir) / "_shards", split_dir, JOINT_SCHEMA)
-    tmp = Path(out_dir) / "joint_labels.parquet.tmp"
-    pq.write_table(table, tmp)
-    tmp.rename(Path(out_dir) / "joint_labels.parquet")
-    new = table.num_rows - resumed
+def finalize_joint(out_dir: Path, names: list[str], table: pa.Table) -> dict:
+    path = write_atomic(table, Path(out_dir) / "joint_labels.parquet")
     cands = [json.loads(c) for c in table["candidates"].to_pylist()]
     from_model = {n: sum(1 for cs, t in zip(cands, table["target_index"].to_pylist())
                          if t is not None and i in cs[t]["proposed_by"]) for i, n in enumerate(names)}
-    summary = {"method": "joint", "rows": table.num_rows, "rows_new": new, "no_target": sum(t is None for t in table["target"].to_pylist()),
+    summary = {"method": "joint", "no_target": sum(t is None for t in table["target"].to_pylist()),
                "mean_candidates": float(np.mean(table["num_candidates"].to_pylist())),
-               "target_proposed_by": from_model, "seconds": round(seconds, 1),
-               "rows_per_s": round(new / max(seconds, 1e-9), 3), "models": names,
-               "metrics": metrics(table, names), "fingerprint": fp,
-               "path": str(Path(out_dir) / "joint_labels.parquet")}
-    (Path(out_dir) / "_SUCCESS.json").write_text(json.dumps(summary, indent=1))
+               "target_proposed_by": from_model, "models": names,
+               "metrics": metrics(table, names), "path": str(path)}
     m = summary["metrics"]
     scores = "" if not m else "; EM/F1 " + ", ".join(
         f"{k} {m[k]['em']:.3f}/{m[k]['f1']:.3f}" for k in ["joint", *names])
-    log(f"joint: {summary['rows']} rows ({new} new) in {seconds:.1f} s ({summary['rows_per_s']} rows/s), "
-        f"{summary['mean_candidates']:.2f} candidates/row, target proposed by {from_model}{scores}")
+    summary["line"] = (f"{summary['mean_candidates']:.2f} candidates/row, target proposed by {from_model}{scores}")
     return summary
 
 
@@ -333,8 +301,6 @@ def run_config(cfg: JointRunConfig, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.cli import stage_main
-
     return stage_main("joint_annotate", __doc__, JointRunConfig, run_config, metrics_markdown, argv)
 
 

@@ -19,18 +19,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from actors.backend import BackendConfig
-from actors.weak import WeakConfig, WeakModelConfig
+from actors.weak import WeakModelConfig
 from cluster.config import ClusterConfig
 from pipelines.align import AlignConfig
 from pipelines.annotate import AnnotateConfig, annotate_stage
 from pipelines.data import DataConfig, prepare_data
 from pipelines.generation import GenDataConfig
 from pipelines.joint_annotate import JointConfig
-from pipelines.prompts import TemplateConfig
+from actors.prompts import TemplateConfig
 from pipelines.seam import SeamConfig
 from pipelines.seam_annotate import SeamStageConfig
 from training.examples import GEN_METHODS, SEAM_SOURCES
-from training.stages import RewardConfig, StrongConfig
+from pipelines.roles import RewardConfig, StrongConfig, WeakConfig
 
 
 @dataclass
@@ -93,21 +93,12 @@ class RunConfig:
         return Path(self.run_dir).expanduser().resolve()
 
 
-def effective_weak(cfg: RunConfig, root: Path) -> WeakConfig:
-    """The weak ensemble that labels: fine-tuned copies (weak_sft/) when weak.finetune is on."""
-    if not cfg.weak.finetune:
-        return cfg.weak
-    models = [replace(m, spec=str(root / "weak_sft" / m.name / "model"),
-                      backend=replace(m.backend, head=cfg.weak.train.head)) for m in cfg.weak.models]
-    return replace(cfg.weak, models=models)
-
-
 def stage_data(cfg: RunConfig, log=print) -> dict:
     return prepare_data(cfg.data, cfg.root / "data", log)
 
 
 def stage_weak_sft(cfg: RunConfig, log=print) -> dict:
-    from training.stages import weak_sft_stage
+    from pipelines.train_stages import weak_sft_stage
 
     if not cfg.weak.finetune:
         log("weak_sft: off (weak.finetune: false), weak models label zero-shot")
@@ -120,29 +111,39 @@ def stage_annotate(cfg: RunConfig, log=print) -> dict:
         from pipelines.seam_annotate import seam_stage
 
         return seam_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", cfg.seam, cfg.strong.spec,
-                          cfg.strong.backend, effective_weak(cfg, cfg.root).models[0], cfg.template, cfg.cluster,
+                          cfg.strong.backend, cfg.weak.labelling(cfg.root).models[0], cfg.template, cfg.cluster,
                           log, cfg.seam_stage)
-    return annotate_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", effective_weak(cfg, cfg.root),
+    return annotate_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", cfg.weak.labelling(cfg.root),
                           cfg.annotate, cfg.template, cfg.cluster, log)
 
 
 def stage_ceiling(cfg: RunConfig, log=print) -> dict:
-    from training.stages import ceiling_stage
+    from pipelines.train_stages import ceiling_stage
 
     return ceiling_stage(cfg.root, cfg.strong, cfg.template, log)
 
 
 def stage_w2s(cfg: RunConfig, log=print) -> dict:
-    from training.stages import bootstrap_stage, w2s_stage
+    from pipelines.train_stages import bootstrap_stage, w2s_stage
 
-    weak = effective_weak(cfg, cfg.root)
+    weak = cfg.weak.labelling(cfg.root)
     names, weights = [m.name for m in weak.models], weak.weights
-    out = {m: w2s_stage(cfg.root, cfg.strong, m, cfg.root / "weak_labels", names, weights, cfg.template, log)
+    rows = weak_label_rows(cfg)
+    out = {m: w2s_stage(cfg.root, cfg.strong, m, rows, names, weights, cfg.template, log)
            for m in cfg.strong.methods}
     if cfg.strong.bootstrap:
-        out["bootstrap"] = bootstrap_stage(cfg.root, cfg.strong, lambda model_dir, labels_dir: _label_with(
+        out["bootstrap"] = bootstrap_stage(cfg.root, cfg.strong, rows, lambda model_dir, labels_dir: _label_with(
             cfg, model_dir, labels_dir, log), names, weights, cfg.template, log)
     return out
+
+
+def weak_label_rows(cfg: RunConfig) -> list[dict]:
+    """The weak_labels stage's rows, read by the stage the config ran (SEAM's or annotate's)."""
+    from pipelines.annotate import read_weak_labels
+    from pipelines.seam_annotate import as_weak_labels
+
+    reader = as_weak_labels if cfg.annotate.method == "seam" else read_weak_labels
+    return reader(cfg.root / "weak_labels").to_pylist()
 
 
 def _strong_weak_config(cfg: RunConfig, name: str, spec: str) -> WeakConfig:
@@ -172,7 +173,7 @@ def stage_eval(cfg: RunConfig, log=print) -> dict:
     from pipelines.evaluate import compare
 
     test, ev = cfg.root / "data" / "test", cfg.root / "eval"
-    weak = effective_weak(cfg, cfg.root)
+    weak = cfg.weak.labelling(cfg.root)
     ens = replace(cfg.annotate, method="ensemble" if len(weak.models) > 1 else "naive")
     annotate_stage(test, ev / "weak", weak, ens, cfg.template, cfg.cluster, log)
     naive = replace(cfg.annotate, method="naive")

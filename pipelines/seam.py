@@ -67,7 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.prompts import TemplateConfig, render
+from actors.prompts import TemplateConfig, render
 
 ABLATIONS = ("none", "no_filter", "no_backtrace", "no_pat", "no_fftree")
 KINDS = ("weights", "thought", "entropy", "decide")
@@ -122,7 +122,7 @@ def _mapping(item, keys: set[str], where: str) -> dict:
 
 def load_principles(path: str | Path) -> PrincipleSet:
     """Read and validate a principles YAML (configs/seam_principles.yaml). ValueError names the field."""
-    from pipelines.config import load_yaml
+    from cluster.loader import load_yaml
 
     data = _mapping(load_yaml(resolve_path(path)), {"principles", "demonstrations"}, "principles file")
     raw = data.get("principles")

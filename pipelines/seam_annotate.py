@@ -53,9 +53,9 @@ from actors.strong import StrongActor
 from actors.weak import WeakActor, WeakModelConfig
 from cluster.config import ClusterConfig
 from pipelines import seam
-from pipelines.annotate import TASK_CPUS
+from actors.prompts import TemplateConfig, render
 from pipelines.data import DataConfig
-from pipelines.prompts import TemplateConfig, render
+from pipelines.runner import Role, StreamStage, read_manifest, run_stage, stage_main, write_atomic
 from pipelines.seam import SeamConfig
 
 LABELS_FILE = "seam_labels.parquet"
@@ -181,11 +181,12 @@ def make_expand_fn(strong, weak, cfg: seam.SeamConfig, template: TemplateConfig,
     return expand
 
 
-def seam_batch(batch: pa.Table, *, strong, weak, cfg: seam.SeamConfig, principles: seam.PrincipleSet,
+def seam_batch(batch: pa.Table, *, actors: dict, cfg: seam.SeamConfig, principles: seam.PrincipleSet,
                template: TemplateConfig, stage: SeamStageConfig) -> pa.Table:
     """Ray Data map function: SEAM search + weak decision over the batch, and the baselines."""
     import ray
 
+    strong, weak = actors["strong"][0], actors["weak"][0]
     t0 = time.time()
     rows = batch.to_pylist()
     plain = [render(r["prompt"], r["options"], range(len(r["options"])), template) for r in rows]
@@ -224,68 +225,42 @@ def seam_batch(batch: pa.Table, *, strong, weak, cfg: seam.SeamConfig, principle
 
 # ---------------------------------------------------------------- the stage
 
-def stage_fingerprint(split_dir: Path, seam_cfg: seam.SeamConfig, strong_spec: str, strong_backend: BackendConfig,
-                      weak_model, template: TemplateConfig, stage: SeamStageConfig) -> str:
-    from pipelines.data import fingerprint
-
+def stage_config(seam_cfg: seam.SeamConfig, strong_spec: str, strong_backend: BackendConfig, weak_model,
+                 template: TemplateConfig, stage: SeamStageConfig) -> dict:
+    """What determines the labels: models, prompts, principles, search config, the AuxConf threshold."""
     principles = seam.resolve_path(seam_cfg.principles_path)
-    # what determines the labels: models, prompts, principles, search config, the AuxConf threshold
-    return fingerprint({"seam": asdict(seam_cfg), "principles": hashlib.sha256(principles.read_bytes()).hexdigest(),
-                        "strong": {"spec": strong_spec, "backend": asdict(strong_backend)},
-                        "weak": {"spec": weak_model.spec, "backend": asdict(weak_model.backend)},
-                        "template": asdict(template), "auxconf_threshold": stage.auxconf_threshold,
-                        "thought_seed": stage.thought_seed,
-                        "input": sorted(p.name for p in Path(split_dir).glob("*.parquet"))})
+    return {"seam": asdict(seam_cfg), "principles": hashlib.sha256(principles.read_bytes()).hexdigest(),
+            "strong": {"spec": strong_spec, "backend": asdict(strong_backend)},
+            "weak": {"spec": weak_model.spec, "backend": asdict(weak_model.backend)},
+            "template": asdict(template), "auxconf_threshold": stage.auxconf_threshold,
+            "thought_seed": stage.thought_seed}
 
 
 def seam_stage(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, strong_spec: str,
                strong_backend: BackendConfig, weak_model, template: TemplateConfig, cluster_cfg: ClusterConfig,
                log=print, stage_cfg: SeamStageConfig | None = None) -> dict:
-    """Held-out split in, <out_dir>/seam_labels.parquet out. Skipped when complete with the same
-    config (another config is refused); continues a partial run. weak_model: anything with
-    .spec and .backend (a WeakModelConfig). Returns the summary (also in _SUCCESS.json)."""
-    import ray
-
-    from cluster.connect import connect
-    from cluster.plan import plan_resources
-    from cluster.worker_group import WorkerGroup
-    from pipelines.annotate import _cluster_cpus, open_stage, pending_rows
-
+    """Held-out split in, <out_dir>/seam_labels.parquet out (through the streaming-stage runner).
+    Skipped when complete with the same config (another config is refused); continues a partial
+    run. weak_model: anything with .spec, .backend and .name (a WeakModelConfig). Returns the
+    manifest (also in _SUCCESS.json)."""
     stage = stage_cfg or SeamStageConfig()
-    split_dir, out_dir = Path(split_dir), Path(out_dir)
-    shards = out_dir / "_shards"
-    principles = seam.load_principles(seam_cfg.principles_path)
-    fp = stage_fingerprint(split_dir, seam_cfg, strong_spec, strong_backend, weak_model, template, stage)
-    summary, done = open_stage(out_dir, fp, "SEAM/model/template", log, shards)
-    if summary:
-        log(f"seam {out_dir.name}: complete, skipped ({summary['rows']} rows)")
-        return summary
-
-    plan = plan_resources({"strong": 1, "weak": 1}, cluster_cfg, _cluster_cpus(cluster_cfg))
-    connect(cluster_cfg, plan.total_gpus)
-    log(f"seam {out_dir.name}: strong {strong_spec} searches (max_depth {seam_cfg.max_depth}, ablation "
-        f"{seam_cfg.ablation}), weak {weak_model.spec} decides; {plan.describe()}")
-    t0 = time.time()
-    with WorkerGroup(SeamStrongActor, plan.roles["strong"], cluster_cfg,
-                     [{"name": "strong", "spec": strong_spec, "backend": strong_backend}], ["strong"]) as sg, \
-            WorkerGroup(SeamWeakActor, plan.roles["weak"], cluster_cfg,
-                        [{"name": "weak", "spec": weak_model.spec, "backend": weak_model.backend}], ["weak"]) as wg:
-        strong, weak = sg.actors[0], wg.actors[0]
-        log(f"seam {out_dir.name}: actors ready in {time.time() - t0:.1f} s")
-        f0 = ray.get([strong.forward_calls.remote(), weak.forward_calls.remote()])
-        t1 = time.time()
-        ds = pending_rows(split_dir, done, log, f"seam {out_dir.name}")
-        ds = ds.map_batches(
-            seam_batch, batch_size=stage.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
-            compute=ray.data.TaskPoolStrategy(size=stage.max_in_flight),
-            fn_kwargs={"strong": strong, "weak": weak, "cfg": seam_cfg, "principles": principles,
-                       "template": template, "stage": stage})
-        ds.write_parquet(str(shards), ray_remote_args={"num_cpus": TASK_CPUS})
-        seconds = time.time() - t1
-        f1 = ray.get([strong.forward_calls.remote(), weak.forward_calls.remote()])
-    run = {"seconds": seconds, "strong_forwards": f1[0] - f0[0], "weak_forwards": f1[1] - f0[1],
-           "weak_name": getattr(weak_model, "name", "weak")}
-    return finalize(split_dir, out_dir, seam_cfg, fp, run, done, log)
+    out_dir = Path(out_dir)
+    weak_name = getattr(weak_model, "name", "weak")
+    return run_stage(StreamStage(
+        kind="weak_labels/seam", split_dir=Path(split_dir), out_dir=out_dir,
+        config=stage_config(seam_cfg, strong_spec, strong_backend, weak_model, template, stage),
+        what="SEAM/model/template", label=f"seam {out_dir.name}",
+        describe=(f"strong {strong_spec} searches (max_depth {seam_cfg.max_depth}, ablation {seam_cfg.ablation}), "
+                  f"weak {weak_model.spec} decides"),
+        roles=[Role("strong", SeamStrongActor, [{"name": "strong", "spec": strong_spec, "backend": strong_backend}],
+                    ["strong"]),
+               Role("weak", SeamWeakActor, [{"name": "weak", "spec": weak_model.spec, "backend": weak_model.backend}],
+                    ["weak"])],
+        batch_fn=seam_batch, batch_rows=stage.batch_rows, max_in_flight=stage.max_in_flight,
+        batch_kwargs={"cfg": seam_cfg, "principles": seam.load_principles(seam_cfg.principles_path),
+                      "template": template, "stage": stage},
+        schema=SCHEMA, counters={"strong_forwards": ("strong", "forward_calls"), "weak_forwards": ("weak", "forward_calls")},
+        finalize=lambda table, run: finalize(out_dir, seam_cfg, table, run, weak_name)), cluster_cfg, log)
 
 
 # ---------------------------------------------------------------- finalize and read back
@@ -323,35 +298,26 @@ def table2_markdown(acc: dict, column: str = "weak-label accuracy") -> str:
     return "\n".join(lines)
 
 
-def finalize(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, fp: str, run: dict, done: set,
-             log=print) -> dict:
-    from pipelines.annotate import read_complete
-
-    table = read_complete(out_dir / "_shards", split_dir, SCHEMA)
+def finalize(out_dir: Path, seam_cfg: seam.SeamConfig, table: pa.Table, run: dict, weak_name: str) -> dict:
     kept = seam.filter_mask(table["tree_information"].to_pylist(), seam_cfg)
     # Uncertain Filter baseline: drop the filter_percentile % most uncertain naive labels
     uncertain = seam.tree_filter([-h for h in table["naive_entropy"].to_pylist()], seam_cfg.filter_percentile)
     table = table.append_column("kept", pa.array(kept)).append_column("uncertain_keep", pa.array(uncertain))
-    tmp = out_dir / (LABELS_FILE + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.rename(out_dir / LABELS_FILE)
+    write_atomic(table, out_dir / LABELS_FILE)
 
     # search stats per batch (of this run and earlier ones)
     batches = {}
     for bid, st in zip(table["batch_id"].to_pylist(), table["batch_stats"].to_pylist()):
         batches.setdefault(bid, json.loads(st))
     bl = list(batches.values())
-    rows_run = table.num_rows - len(done)
-    seconds = run["seconds"]
+    rows_new = run["rows_new"]
     summary = {
-        "stage": out_dir.name, "method": "seam", "weak_name": run["weak_name"], "fingerprint": fp,
-        "rows": table.num_rows, "rows_run": rows_run,
+        "method": "seam", "weak_name": weak_name,
         "labelled": int(sum(v is not None for v in table["label"].to_pylist())), "kept": int(kept.sum()),
         "ablation": seam_cfg.ablation, "max_depth": seam_cfg.max_depth, "filter_percentile": seam_cfg.filter_percentile,
-        "seconds": round(seconds, 2), "rows_per_s": round(rows_run / max(seconds, 1e-9), 4),
         "strong_forwards": run["strong_forwards"], "weak_forwards": run["weak_forwards"],
-        "strong_forwards_per_row": round(run["strong_forwards"] / max(rows_run, 1), 2),
-        "weak_forwards_per_row": round(run["weak_forwards"] / max(rows_run, 1), 2),
+        "strong_forwards_per_row": round(run["strong_forwards"] / max(rows_new, 1), 2),
+        "weak_forwards_per_row": round(run["weak_forwards"] / max(rows_new, 1), 2),
         "batches": len(bl), "batch_rows": [b["rows"] for b in bl],
         "expand_calls_per_batch": [b["expand_calls"] for b in bl],
         "requests_per_batch": [b["requests"] for b in bl],
@@ -363,15 +329,13 @@ def finalize(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, fp: str,
         "wsc_kept": int(sum(table["wsc_keep"].to_pylist())),
         "table2": table2(table),
     }
-    (out_dir / "_SUCCESS.json").write_text(json.dumps(summary, indent=1))
-    log(summary_line(summary))
+    summary["line"] = summary_line(summary)
     return summary
 
 
 def summary_line(s: dict) -> str:
     t = s["table2"]
-    line = (f"seam {s['stage']}: {s['rows_run']} rows in {s['seconds']:.1f} s ({s['rows_per_s']:.3f} rows/s), "
-            f"{s['strong_forwards_per_row']:.1f} strong forward calls per row "
+    line = (f"{s['strong_forwards_per_row']:.1f} strong forward calls per row "
             f"({s['strong_calls_per_row']:.2f} strong actor calls per row, {s['batches']} batches)")
     if t["seam"]["accuracy"] is not None:
         line += (f"; accuracy naive {t['naive']['accuracy']:.3f}, SEAM w/o filter {t['seam_no_filter']['accuracy']:.3f}, "
@@ -387,11 +351,12 @@ def read_seam_labels(out_dir: Path) -> pa.Table:
     return pq.read_table(out_dir / LABELS_FILE)
 
 
-def as_weak_labels(out_dir: Path, summary: dict) -> pa.Table:
+def as_weak_labels(out_dir: Path) -> pa.Table:
     """The SEAM labels as a weak_labels table (what `annotate.read_weak_labels` returns for a
     folder made with annotate.method=seam): SEAM's decision is weak_label / weak_probs /
     weak_conf and probs_<weak name>, `kept` is the tree-information filter; the baselines'
     columns stay for training.examples.SEAM_SOURCES."""
+    summary = read_manifest(out_dir, "weak_labels/seam", "run the SEAM stage first")
     table = read_seam_labels(out_dir)
     return table.append_column(f"probs_{summary['weak_name']}", table["weak_probs"])
 
@@ -408,8 +373,6 @@ def run_config(cfg: SeamRunConfig, log=print, out_name: str = "seam_labels") -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.cli import stage_main
-
     return stage_main("seam_annotate", __doc__, SeamRunConfig, run_config, lambda s: table2_markdown(s["table2"]), argv)
 
 

@@ -47,7 +47,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.config import ServeConfig
-from serving.scorer import RewardScorer, preference, ranking, read_reward_meta, round_robin, win_rates
+from actors.reward_model import RewardScorer, preference, ranking, read_reward_meta, round_robin, win_rates
 
 OPEN_PATHS = ("/healthz",)  # answered without a token
 
@@ -377,7 +377,7 @@ def build_app(cfg: ServeConfig):
 
 def app_builder(args: dict):
     """`serve run serving.server:app_builder config=configs/serve.yaml model_dir=...`"""
-    from pipelines.config import load_config
+    from cluster.loader import load_config
 
     args = dict(args)
     path = args.pop("config", None)

@@ -37,7 +37,7 @@ def tiny_run_config(run_dir, profile="tiny", **over):
     """A tiny profile (configs/<profile>.yaml) with overrides, as a validated RunConfig."""
     from pathlib import Path
 
-    from pipelines.config import load_config
+    from cluster.loader import load_config
     from pipelines.run import RunConfig
 
     root = Path(__file__).resolve().parents[1]

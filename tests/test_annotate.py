@@ -15,7 +15,7 @@ import pytest
 from actors.hf_backend import HFBackend
 from conftest import live_actors, tiny_run_config
 from pipelines.annotate import read_weak_labels
-from pipelines.prompts import render
+from actors.prompts import render
 from pipelines.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_ensemble_labels_match_direct_scoring(ensemble_run):
     # the summary's accuracy is the plain fraction of weak labels equal to the truth
     acc = np.mean([row["weak_label"] == row["label"] for row in rows.values()])
     assert metrics["stages"]["weak_labels"]["accuracy"] == pytest.approx(acc)
-    assert any(line.startswith("annotate weak_labels: 24 rows in") and "weak-label accuracy" in line for line in logs)
+    assert any(line.startswith("annotate weak_labels: 24 rows (24 new) in") and "weak-label accuracy" in line for line in logs)
 
 
 def test_rerun_skips_complete_stage(ensemble_run):
@@ -124,7 +124,7 @@ def test_interrupted_run_resumes_to_identical_rows(ray_cluster, slow_reference, 
     assert not (out / "_SUCCESS.json").exists()
     logs = []
     run(tiny_run_config(tmp_path, **SLOW), logs.append, until="weak_labels")
-    assert f"annotate: resuming, {written} rows already written" in logs
+    assert f"annotate weak_labels: resuming, {written} rows already written" in logs
     assert _rows(tmp_path) == slow_reference
 
 

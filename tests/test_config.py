@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipelines.config import apply_overrides, load_config
+from cluster.loader import apply_overrides, load_config
 from pipelines.run import RunConfig
 
 

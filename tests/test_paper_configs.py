@@ -9,7 +9,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 
 from cluster.plan import plan_resources
-from pipelines.config import load_config
+from cluster.loader import load_config
 from pipelines.run import RunConfig
 
 PAPERS = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))

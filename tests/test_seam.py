@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipelines import seam
-from pipelines.prompts import TemplateConfig
+from actors.prompts import TemplateConfig
 
 P = seam.load_principles("configs/seam_principles.yaml")
 H = seam.binary_entropy
@@ -529,7 +529,7 @@ def test_config_validation(over, field):
 
 
 def test_config_builds_from_yaml_values():
-    from pipelines.config import build
+    from cluster.loader import build
 
     cfg = build(seam.SeamConfig, {"max_depth": 3, "ablation": "no_pat"}, "seam")
     assert cfg.max_depth == 3 and not cfg.use_pat

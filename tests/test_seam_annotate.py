@@ -21,7 +21,7 @@ from actors.weak import WeakModelConfig
 from cluster.config import ClusterConfig
 from pipelines import seam
 from pipelines.data import DataConfig, prepare_data, read_split
-from pipelines.prompts import TemplateConfig, render
+from actors.prompts import TemplateConfig, render
 from pipelines.seam_annotate import LABELS_FILE, SeamStageConfig, read_seam_labels, seam_batch, seam_stage
 
 STRONG, WEAK = "tiny:llama:7", "tiny:llama:1"
@@ -63,7 +63,7 @@ def test_one_row_per_input_with_trees_that_obey_the_rules(seam_run, split):
     table = read_seam_labels(out)
     rows = table.to_pylist()
     assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in read_split(split))
-    assert summary["rows"] == ROWS and summary["rows_run"] == ROWS
+    assert summary["rows"] == ROWS and summary["rows_new"] == ROWS
     names = seam.load_principles(SEAM.principles_path).names
     for r in rows:
         tree = json.loads(r["tree"])
@@ -88,7 +88,7 @@ def test_one_row_per_input_with_trees_that_obey_the_rules(seam_run, split):
         assert sum(not n["backtraced"] for n in expanded) == len(tree) - 1  # every path node was scored once
         assert r["weak_label"] == int(np.argmax(r["weak_probs"])) and sum(r["weak_probs"]) == pytest.approx(1.0)
     assert any(r["hidden"] is not None for r in rows)
-    line = [m for m in logs if m.startswith("seam seam_labels: 6 rows in")]
+    line = [m for m in logs if m.startswith("seam seam_labels: 6 rows (6 new) in")]
     assert line and "rows/s" in line[0] and "strong forward calls per row" in line[0]
     assert summary["strong_forwards_per_row"] > 0 and summary["weak_forwards_per_row"] > 0
 
@@ -169,7 +169,7 @@ def test_partial_run_resumes(seam_run, split, tmp_path):
     resumed = _stage(split, part, logs)
     assert any("discarding partial file crashed.parquet" in m for m in logs)
     assert f"seam seam_labels: resuming, {ROWS - len(lost)} rows already written" in logs
-    assert resumed["rows"] == ROWS and resumed["rows_run"] == len(lost)
+    assert resumed["rows"] == ROWS and resumed["rows_new"] == len(lost)
     before = {r["id"]: r for r in read_seam_labels(out).to_pylist()}
     after = {r["id"]: r for r in read_seam_labels(part).to_pylist()}
     assert sorted(after) == sorted(before)
@@ -229,13 +229,13 @@ def test_batched_calls_are_o_depth_and_match_row_at_a_time(ray_cluster, split):
     principles = seam.load_principles(cfg.principles_path)
     kw = {"cfg": cfg, "principles": principles, "template": TEMPLATE, "stage": STAGE}
     strong, weak = FakeActor(), FakeActor()
-    batched = seam_batch(pa.Table.from_pylist(rows), strong=strong, weak=weak, **kw).to_pylist()
+    batched = seam_batch(pa.Table.from_pylist(rows), actors={"strong": [strong], "weak": [weak]}, **kw).to_pylist()
     stats = json.loads(batched[0]["batch_stats"])
     assert stats["rows"] == 24 and stats["expand_calls"] <= 3 * 2 * cfg.max_depth + 1
     assert stats["requests"] >= 4 * 24 and stats["requests_by_kind"]["decide"] == 24
     assert strong.calls == stats["strong_calls"] and weak.calls == stats["weak_calls"] == 2
     s1, w1 = FakeActor(), FakeActor()
-    single = [seam_batch(pa.Table.from_pylist([r]), strong=s1, weak=w1, **kw).to_pylist()[0] for r in rows]
+    single = [seam_batch(pa.Table.from_pylist([r]), actors={"strong": [s1], "weak": [w1]}, **kw).to_pylist()[0] for r in rows]
     # a row-at-a-time loop makes one call per request: the same trees, `requests` calls
     assert s1.calls + w1.calls - 2 * 24 == stats["requests"]  # minus the two baseline calls per row
     assert [r["tree"] for r in single] == [r["tree"] for r in batched]

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.prompts import TemplateConfig
+from actors.prompts import TemplateConfig
 from tests.conftest import tiny_run_config
 from training.examples import SEAM_SOURCES, weak_label_examples
 
@@ -59,13 +59,13 @@ def seam_run(ray_cluster, tmp_path_factory):
 
 
 def test_w2s_run_with_seam_labels(seam_run):
-    from pipelines.annotate import read_weak_labels
+    from pipelines.seam_annotate import as_weak_labels
 
     cfg, metrics, logs = seam_run
     root = cfg.root
     wl = metrics["stages"]["weak_labels"]
     assert wl["method"] == "seam" and wl["rows"] == 8 and wl["kept"] == 4
-    table = read_weak_labels(root / "weak_labels")
+    table = as_weak_labels(root / "weak_labels")
     rows = table.to_pylist()
     # SEAM's decision is the weak label (and the single weak model's probabilities)
     assert all(r["probs_tiny_a"] == r["weak_probs"] and r["weak_label"] == int(np.argmax(r["weak_probs"]))

@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 
 def _save(model, tok, path, kind, **meta):
-    from serving.scorer import save_reward_meta
+    from actors.reward_model import save_reward_meta
 
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -55,7 +55,7 @@ def model_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scorers(model_dirs):
-    from serving.scorer import RewardScorer
+    from actors.reward_model import RewardScorer
 
     return {k: RewardScorer.from_dir(v, FP32) for k, v in model_dirs.items()}
 
@@ -90,7 +90,7 @@ def _items(prompts, responses):
 # ------------------------------------------------------------------ in-process scorer
 
 def test_meta_validation(tmp_path):
-    from serving.scorer import read_reward_meta, save_reward_meta
+    from actors.reward_model import read_reward_meta, save_reward_meta
 
     with pytest.raises(ValueError, match="kind"):
         save_reward_meta(tmp_path, "ppo")
@@ -108,7 +108,7 @@ def test_meta_validation(tmp_path):
 
 
 def test_bt_scorer(scorers):
-    from serving.scorer import preference
+    from actors.reward_model import preference
 
     bt = scorers["bt"]
     r = bt.score(PROMPTS, RESPONSES)
@@ -212,7 +212,7 @@ def test_config_validation(monkeypatch):
 def test_yaml_config_and_overrides(monkeypatch):
     from pathlib import Path
 
-    from pipelines.config import load_config
+    from cluster.loader import load_config
     from serving.config import ServeConfig
 
     monkeypatch.delenv("W2S_SERVE_TOKEN", raising=False)
@@ -268,7 +268,7 @@ def test_concurrent_requests_are_batched_correctly(servers, scorers):
 
 
 def test_compare_bt(servers, scorers):
-    from serving.scorer import preference
+    from actors.reward_model import preference
 
     a, b = RESPONSES[0], RESPONSES[1]
     ab = _post(servers["bt"] + "/v1/compare", {"prompt": PROMPTS[0], "responses": [a, b]}).json()

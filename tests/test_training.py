@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from actors.registry import load_model
 from conftest import live_actors
 from pipelines.data import DataConfig, read_source, split_rows
-from pipelines.prompts import TemplateConfig
+from actors.prompts import TemplateConfig
 from training.examples import ground_truth_examples, weak_label_examples
 from training.trainer import TrainConfig, TrainJob, fit, fit_local, read_history
 
@@ -164,7 +164,7 @@ def test_weak_label_examples_per_method():
 
 def test_text_answers_train_on_option_likelihood(examples, tmp_path):
     """template.answer=text: each option's mean continuation log-prob is its score (seed 001 Eq. 1)."""
-    from pipelines.prompts import TemplateConfig
+    from actors.prompts import TemplateConfig
     from training.trainer import collate, option_scores
 
     rows = [{"id": "q", "prompt": "Sky colour?", "options": ["blue", "green sea"], "label": 0}]

@@ -32,7 +32,7 @@ GPU), with a DeepSpeed config (ZeRO 0-3, optional optimizer offload) handed to T
 checkpoint every `checkpoint_every` steps, which is reported to Ray Train (`ray.train.report`) and
 restored from when Ray restarts failed workers or when the same job runs again. `fit_dpo_local` runs
 the same trainer in this process (world size 1), for debugging. `run_dpo_stage` is the idempotent
-stage (`<out_dir>/_SUCCESS.json` with a fingerprint, like training.stages.run_job).
+stage (`<out_dir>/_SUCCESS.json` with a fingerprint, like pipelines.train_stages.run_job).
 
 Outputs under out_dir: model/ (HF directory + tokenizer), history.jsonl (per-step loss, rewards,
 margins, accuracies), ray_train/ (Ray Train storage, checkpoints), checkpoints/ (HF Trainer's working

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.prompts import TemplateConfig, render
+from actors.prompts import TemplateConfig, render
 
 GROUND_TRUTH = "ground_truth"
 # SEAM's label sources (seed 000 Tables 1-2), from weak labels made with annotate.method=seam:

@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 
 from actors.backend import BackendConfig, ModelBackend
-from pipelines.prompts import TemplateConfig, render
+from actors.prompts import TemplateConfig, render
 
 META_FILE = "w2s_reward.json"
 KINDS = ("bt", "judge")
@@ -123,7 +123,7 @@ class RewardScorer:
     def from_dir(cls, path, backend_cfg: BackendConfig | None = None) -> RewardScorer:
         """Load a reward model directory. backend_cfg: dtype / threads / batch budget; its head and
         max_length are set from the directory (classifier for bt, lm for judge; w2s_reward.json)."""
-        from actors.backend import make_backend
+        from actors.base import make_backend
 
         meta = read_reward_meta(path)
         cfg = backend_cfg or BackendConfig()

@@ -19,62 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-from actors.backend import BackendConfig
-from training.examples import GEN_METHODS, REWARD_WEIGHTS, W2S_METHODS, ground_truth_examples, reward_examples, weak_label_examples
+from pipelines.roles import RewardConfig, StrongConfig
+from training.examples import ground_truth_examples, reward_examples, weak_label_examples
 from training.trainer import TrainConfig, TrainJob, fit
-
-
-@dataclass
-class StrongConfig:
-    spec: str = "tiny:llama:7"
-    train: TrainConfig = field(default_factory=TrainConfig)
-    # W2S variants to train; each gets strong_w2s/<method>
-    methods: list[str] = field(default_factory=lambda: ["naive", "aux_conf", "ensemble", "bayes", "rel_filter",
-                                                        "rel_reweight"])
-    # bootstrapping chain of intermediate model specs (empty: off)
-    bootstrap: list[str] = field(default_factory=list)
-    # inference backend of the pre-trained strong model where it annotates (SEAM's search)
-    backend: BackendConfig = field(default_factory=BackendConfig)
-
-    def __post_init__(self):
-        from actors.registry import resolve
-
-        if not self.spec:
-            raise ValueError("spec: missing")
-        resolve(self.spec)
-        for m in self.methods:
-            if m not in W2S_METHODS + GEN_METHODS:
-                raise ValueError(f"methods: unknown method {m!r} (known: {', '.join(W2S_METHODS + GEN_METHODS)})")
-        for b in self.bootstrap:
-            resolve(b)
-
-
-@dataclass
-class RewardConfig:
-    enabled: bool = False
-    # bt: a scalar Bradley-Terry head trained on the weak labels; judge: the generative pairwise
-    # judge strong_w2s/<judge_method> (the option-choice model), served as is
-    kind: str = "bt"
-    judge_method: str = "naive"
-    spec: str = ""  # model to train the bt head from ("" = strong.spec)
-    format: str = "{prompt}\nAnswer: {response}"  # the text a bt reward model reads
-    weight_by: str = "none"  # none | confidence | reliability (per-pair loss weight)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(head="reward"))
-
-    def __post_init__(self):
-        if self.kind not in ("bt", "judge"):
-            raise ValueError(f"reward.kind: must be bt or judge, got {self.kind!r}")
-        if self.judge_method not in W2S_METHODS:
-            raise ValueError(f"reward.judge_method: unknown method {self.judge_method!r}")
-        if "{prompt}" not in self.format or "{response}" not in self.format:
-            raise ValueError("reward.format: must contain {prompt} and {response}")
-        if self.weight_by not in REWARD_WEIGHTS:
-            raise ValueError(f"reward.weight_by: must be one of {REWARD_WEIGHTS}")
-        if self.train.head != "reward":
-            raise ValueError("reward.train.head: must be reward")
 
 
 def _fingerprint(job: TrainJob) -> str:
@@ -136,11 +86,9 @@ def ceiling_stage(root: Path, strong: StrongConfig, template, log=print) -> dict
     return run_job(job, log)
 
 
-def w2s_stage(root: Path, strong: StrongConfig, method: str, labels_dir: Path, names: list[str],
+def w2s_stage(root: Path, strong: StrongConfig, method: str, rows: list[dict], names: list[str],
               weights: list[float], template, log=print, spec: str | None = None, out: Path | None = None) -> dict:
-    from pipelines.annotate import read_weak_labels
-
-    rows = read_weak_labels(labels_dir).to_pylist()
+    """The strong model (or `spec`) trained with `method` on weak-label rows."""
     ex = weak_label_examples(rows, method, names, template)
     name = f"strong_w2s_{method}" if out is None else "_".join(out.relative_to(root).parts)
     job = TrainJob(name=name, spec=spec or strong.spec,
@@ -150,19 +98,21 @@ def w2s_stage(root: Path, strong: StrongConfig, method: str, labels_dir: Path, n
     return run_job(job, log)
 
 
-def bootstrap_stage(root: Path, strong: StrongConfig, annotate_fn, names: list[str], weights: list[float],
-                    template, log=print) -> dict:
+def bootstrap_stage(root: Path, strong: StrongConfig, rows: list[dict], annotate_fn, names: list[str],
+                    weights: list[float], template, log=print) -> dict:
     """Weak labels -> intermediate model 1 (naive CE) -> its labels on held_out -> ... -> the strong
     model (naive CE on the last labels). annotate_fn(model_dir, out_dir) labels held_out."""
-    labels_dir, label_names, label_weights = root / "weak_labels", names, weights
+    from pipelines.annotate import read_weak_labels
+
+    label_names, label_weights = names, weights
     for j, spec in enumerate(strong.bootstrap):
         step_dir = root / "bootstrap" / f"step{j + 1}"
-        inter = w2s_stage(root, strong, "naive", labels_dir, label_names, label_weights, template, log,
+        inter = w2s_stage(root, strong, "naive", rows, label_names, label_weights, template, log,
                           spec=spec, out=step_dir / "intermediate")
-        labels_dir = step_dir / "labels"
-        annotate_fn(inter["model_dir"], labels_dir)
+        annotate_fn(inter["model_dir"], step_dir / "labels")
+        rows = read_weak_labels(step_dir / "labels").to_pylist()
         label_names, label_weights = ["intermediate"], [1.0]
-    return w2s_stage(root, strong, "naive", labels_dir, label_names, label_weights, template, log,
+    return w2s_stage(root, strong, "naive", rows, label_names, label_weights, template, log,
                      out=root / "strong_w2s" / "bootstrap")
 
 
@@ -178,8 +128,8 @@ def sequence_stage(root: Path, strong: StrongConfig, method: str, examples: list
 def reward_stage(root: Path, reward: RewardConfig, spec: str, rows: list[dict], target: str, out: Path,
                  log=print) -> dict:
     """A Bradley-Terry reward model on preference pairs (target weak: weak labels; truth: ground
-    truth), saved with its serving metadata (serving.scorer.save_reward_meta)."""
-    from serving.scorer import save_reward_meta
+    truth), saved with its serving metadata (actors.reward_model.save_reward_meta)."""
+    from actors.reward_model import save_reward_meta
 
     ex = reward_examples(rows, reward.format, target, reward.weight_by if target == "weak" else "none")
     job = TrainJob(name="_".join(out.relative_to(root).parts), spec=reward.spec or spec, out_dir=str(out),
