@@ -27,21 +27,21 @@ class BackendConfig:
 
     def __post_init__(self):
         if self.kind not in ("hf", "vllm"):
-            raise ValueError(f"backend.kind: must be hf or vllm, got {self.kind!r}")
+            raise ValueError(f"kind: must be hf or vllm, got {self.kind!r}")
         if self.head not in ("lm", "classifier"):
-            raise ValueError(f"backend.head: must be lm or classifier, got {self.head!r}")
+            raise ValueError(f"head: must be lm or classifier, got {self.head!r}")
         if self.head == "classifier" and self.kind != "hf":
-            raise ValueError("backend.head: classifier heads run on the hf backend")
+            raise ValueError("head: classifier heads run on the hf backend")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
-            raise ValueError(f"backend.dtype: must be auto|bfloat16|float16|float32, got {self.dtype!r}")
+            raise ValueError(f"dtype: must be auto|bfloat16|float16|float32, got {self.dtype!r}")
         if self.max_length < 8:
-            raise ValueError("backend.max_length: must be >= 8")
+            raise ValueError("max_length: must be >= 8")
         if self.max_batch_tokens < self.max_length:
-            raise ValueError("backend.max_batch_tokens: must be >= backend.max_length")
+            raise ValueError("max_batch_tokens: must be >= backend.max_length")
         if self.threads < 0:
-            raise ValueError("backend.threads: must be >= 0")
+            raise ValueError("threads: must be >= 0")
         if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError("backend.gpu_memory_utilization: must be in (0, 1]")
+            raise ValueError("gpu_memory_utilization: must be in (0, 1]")
 
 
 class ModelBackend(abc.ABC):

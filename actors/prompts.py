@@ -31,16 +31,16 @@ class TemplateConfig:
 
     def __post_init__(self):
         if "{prompt}" not in self.template:
-            raise ValueError("template.template: must contain {prompt}")
+            raise ValueError("template: must contain {prompt}")
         if self.labels not in ("letters", "options"):
-            raise ValueError(f"template.labels: must be letters or options, got {self.labels!r}")
+            raise ValueError(f"labels: must be letters or options, got {self.labels!r}")
         if self.answer not in ("label", "text"):
-            raise ValueError(f"template.answer: must be label or text, got {self.answer!r}")
+            raise ValueError(f"answer: must be label or text, got {self.answer!r}")
         if self.answer == "label" and self.labels == "letters" and "{options}" not in self.template:
-            raise ValueError("template.template: letter labels need {options} in the template")
+            raise ValueError("template: letter labels need {options} in the template")
         letters = self.answer == "label" and self.labels == "letters"
         if "{option}" not in self.option_line or (letters and "{label}" not in self.option_line):
-            raise ValueError("template.option_line: must contain {option} (and {label} with letter labels)")
+            raise ValueError("option_line: must contain {option} (and {label} with letter labels)")
 
 
 def render(prompt: str, options: Sequence[str], order: Sequence[int], cfg: TemplateConfig) -> tuple[str, list[str]]:

@@ -51,7 +51,7 @@ def main() -> int:
     import ray
 
     from actors.backend import BackendConfig
-    from actors.weak import WeakModelConfig
+    from actors.model_config import ModelConfig
     from cluster.config import ClusterConfig
     from pipelines.data import DataConfig, prepare_data
     from actors.prompts import TemplateConfig
@@ -67,7 +67,7 @@ def main() -> int:
     cfg = SeamConfig(max_depth=args.max_depth, thought_max_new_tokens=args.new_tokens)
     template = TemplateConfig(**TEMPLATE)
     cluster = ClusterConfig(num_cpus=2)
-    weak = WeakModelConfig(spec=WEAK, name="smollm2", backend=backend)
+    weak = ModelConfig(spec=WEAK, name="smollm2", backend=backend)
     runs = {"batched": SeamStageConfig(batch_rows=args.batch_rows, max_in_flight=2, auxconf_threshold=0.6),
             "row-at-a-time": SeamStageConfig(batch_rows=1, max_in_flight=1, auxconf_threshold=0.6)}
     results, labels = {}, {}

@@ -37,16 +37,17 @@ class ClusterConfig:
         for name in ("weak_gpu", "strong_gpu"):
             share = getattr(self, name)
             if not (0 < share <= 1 and (1 / share) == int(1 / share)) and not (share >= 1 and share == int(share)):
-                raise ValueError(f"cluster.{name}: must be 1/n (0.5, 0.25, ...) or a whole number of GPUs, got {share}")
+                raise ValueError(f"{name}: must be 1/n (0.5, 0.25, ...) or a whole number of GPUs, got {share}")
         if self.strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
-            raise ValueError(f"cluster.strategy: unknown placement strategy {self.strategy!r}")
+            raise ValueError(f"strategy: unknown placement strategy {self.strategy!r}")
         if self.num_cpus is not None and self.num_cpus < 1:
-            raise ValueError("cluster.num_cpus: must be >= 1")
+            raise ValueError("num_cpus: must be >= 1")
         if self.num_gpus is not None and self.num_gpus < 0:
-            raise ValueError("cluster.num_gpus: must be >= 0")
+            raise ValueError("num_gpus: must be >= 0")
         if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
-            raise ValueError("cluster.cpus_per_actor: must be > 0")
+            raise ValueError("cpus_per_actor: must be > 0")
         if self.ready_timeout_s <= 0:
-            raise ValueError("cluster.ready_timeout_s: must be > 0")
-        if self.max_restarts < 0 or self.max_task_retries < 0:
-            raise ValueError("cluster.max_restarts / max_task_retries: must be >= 0")
+            raise ValueError("ready_timeout_s: must be > 0")
+        for name in ("max_restarts", "max_task_retries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0")

@@ -104,8 +104,19 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     except TypeError as e:  # a required field is missing
         raise ValueError(f"{path or cls.__name__}: {e}") from None
     except ValueError as e:
-        msg = str(e)
-        raise ValueError(f"{path}.{msg}" if path and not msg.startswith(path) else msg) from None
+        raise ValueError(_keyed(path, str(e), fields)) from None
+
+
+def _keyed(path: str, msg: str, fields) -> str:
+    """A dataclass's error under its dotted path: 'lr: must be > 0' at 'strong.train' reads
+    'strong.train.lr: must be > 0'; a message that does not start with one of the class's
+    fields (an error from deeper code) is put after the path as 'path: message'."""
+    head = msg.split(":", 1)[0].split(".", 1)[0].split(" ", 1)[0]
+    if not path:
+        return msg
+    if head in fields:
+        return f"{path}.{msg}"
+    return msg if msg.startswith((path + ".", path + ":")) else f"{path}: {msg}"
 
 
 def _join(path: str, name: str) -> str:

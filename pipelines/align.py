@@ -38,9 +38,9 @@ class AlignConfig:
 
     def __post_init__(self):
         if not 0 <= self.tie_margin < 0.5:
-            raise ValueError("align.tie_margin: must be in [0, 0.5)")
+            raise ValueError("tie_margin: must be in [0, 0.5)")
         if self.eval_max_new_tokens < 1:
-            raise ValueError("align.eval_max_new_tokens: must be >= 1")
+            raise ValueError("eval_max_new_tokens: must be >= 1")
 
 
 def reward_dirs(root: Path, cfg) -> dict[str, str]:

@@ -35,7 +35,9 @@ from actors.prompts import TemplateConfig, render
 from pipelines import reliability as rel
 from pipelines.runner import Role, StreamStage, batch_tokens_column, read_manifest, run_stage
 
-METHODS = ("naive", "ensemble", "reliability", "seam")
+# how annotate_stage combines the weak answers of a row (annotate.method is checked against the
+# method registry by the run config; SEAM and joint decoding have stages of their own)
+COMBINES = ("naive", "ensemble", "reliability")
 
 
 @dataclass
@@ -51,18 +53,17 @@ class AnnotateConfig:
     max_in_flight: int = 4  # batches scored concurrently (keeps every weak actor busy)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"annotate.method: must be one of {METHODS}, got {self.method!r}")
         if self.num_permutations < 0:
-            raise ValueError("annotate.num_permutations: must be >= 0 (0 = all orders)")
+            raise ValueError("num_permutations: must be >= 0 (0 = all orders)")
         if self.temperature <= 0:
-            raise ValueError("annotate.temperature: must be > 0")
+            raise ValueError("temperature: must be > 0")
         if not 0 < self.filter_percentile <= 100:
-            raise ValueError("annotate.filter_percentile: must be in (0, 100]")
+            raise ValueError("filter_percentile: must be in (0, 100]")
         if self.tie_break not in ("soft", "none"):
-            raise ValueError(f"annotate.tie_break: must be soft or none, got {self.tie_break!r}")
-        if self.batch_rows < 1 or self.max_in_flight < 1:
-            raise ValueError("annotate.batch_rows / max_in_flight: must be >= 1")
+            raise ValueError(f"tie_break: must be soft or none, got {self.tie_break!r}")
+        for name in ("batch_rows", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
 
 
 def output_schema(names: list[str]) -> pa.Schema:
@@ -174,8 +175,9 @@ def annotate_stage(split_dir: Path, out_dir: Path, weak, acfg: AnnotateConfig, t
     continues a partial run. Evaluation reuses it on the test split with the strong role's actor."""
     from actors.weak import WeakActor
 
-    if acfg.method == "seam":
-        raise ValueError("annotate.method: seam runs through pipelines.seam_annotate.seam_stage (w2s run does this)")
+    if acfg.method not in COMBINES:
+        raise ValueError(f"annotate.method: the annotate stage combines {COMBINES}, not {acfg.method!r} "
+                         "(SEAM and joint decoding run stages of their own: w2s run picks them)")
     if acfg.method == "naive" and len(weak.models) != 1:
         raise ValueError(f"annotate.method: naive uses one weak model, weak.models has {len(weak.models)} (use ensemble)")
     names = [m.name for m in weak.models]

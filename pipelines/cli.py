@@ -60,9 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"w2s: bad config: {e}", file=sys.stderr)
         return 2
     from pipelines import run as runmod
+    from pipelines.data import DataError
+    from pipelines.runner import StageConflict
 
     until = {"data": "data", "annotate": "weak_labels", "run": None}[args.command]
-    runmod.run(cfg, _log, until=until)
+    try:
+        runmod.run(cfg, _log, until=until)
+    except DataError as e:
+        print(f"w2s: bad data: {e}", file=sys.stderr)
+        return 2
+    except StageConflict as e:
+        print(f"w2s: run_dir conflict: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -49,19 +49,19 @@ class DataConfig:
 
     def __post_init__(self):
         if self.format not in ("auto", "jsonl", "json", "parquet", "hf"):
-            raise ValueError(f"data.format: must be auto|jsonl|json|parquet|hf, got {self.format!r}")
+            raise ValueError(f"format: must be auto|jsonl|json|parquet|hf, got {self.format!r}")
         for name in ("weak_train", "held_out", "test"):
             if getattr(self, name) < 0:
-                raise ValueError(f"data.{name}: must be >= 0")
+                raise ValueError(f"{name}: must be >= 0")
         if self.held_out + self.weak_train + self.test == 0:
-            raise ValueError("data: weak_train + held_out + test must be > 0")
+            raise ValueError("held_out: weak_train + held_out + test must be > 0")
         if self.shard_rows <= 0:
-            raise ValueError("data.shard_rows: must be > 0")
+            raise ValueError("shard_rows: must be > 0")
         if self.max_prompt_chars < 16:
-            raise ValueError("data.max_prompt_chars: must be >= 16")
+            raise ValueError("max_prompt_chars: must be >= 16")
         bad = set(self.fields) - {"id", "prompt", "options", "label"}
         if bad:
-            raise ValueError(f"data.fields: unknown schema field {sorted(bad)[0]!r} (use id, prompt, options, label)")
+            raise ValueError(f"fields: unknown schema field {sorted(bad)[0]!r} (use id, prompt, options, label)")
 
 
 def validate_row(row: dict, index: int, source: str = "data") -> dict:

@@ -44,17 +44,18 @@ class PairsConfig:
 
     def __post_init__(self):
         if self.num_responses < 2:
-            raise ValueError("align.pairs.num_responses: must be >= 2 (a pair needs two responses)")
-        if self.max_new_tokens < 1 or self.batch_rows < 1:
-            raise ValueError("align.pairs.max_new_tokens: must be >= 1")
+            raise ValueError("num_responses: must be >= 2 (a pair needs two responses)")
+        for name in ("max_new_tokens", "batch_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
         if self.temperature <= 0:
-            raise ValueError("align.pairs.temperature: must be > 0 (greedy decoding gives one response)")
+            raise ValueError("temperature: must be > 0 (greedy decoding gives one response)")
         if "{prompt}" not in self.prompt_format:
-            raise ValueError("align.pairs.prompt_format: must contain {prompt}")
+            raise ValueError("prompt_format: must contain {prompt}")
         if self.scorer not in SCORERS:
-            raise ValueError(f"align.pairs.scorer: must be one of {SCORERS}, got {self.scorer!r}")
+            raise ValueError(f"scorer: must be one of {SCORERS}, got {self.scorer!r}")
         if self.scorer == "endpoint" and not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError("align.pairs.endpoint: scorer endpoint needs an http(s):// URL")
+            raise ValueError("endpoint: scorer endpoint needs an http(s):// URL")
 
 
 def clean(text: str, first_line: bool) -> str:

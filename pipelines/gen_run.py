@@ -26,23 +26,10 @@ GEN_EVAL_SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("ans
                              ("reference", pa.string())])
 
 
-def members(cfg) -> list[dict]:
-    """The weak ensemble as joint_stage members (the chat flag per model from joint.chat)."""
-    chats = cfg.joint.resolved_chat(len(cfg.weak.models))
-    return [{"name": m.name, "spec": m.spec, "backend": m.backend, "chat": c} for m, c in zip(cfg.weak.models, chats)]
-
-
 def stage_data(cfg, log=print) -> dict:
     from pipelines.generation import prepare_gen_data
 
     return prepare_gen_data(cfg.gen_data, cfg.root / "data", log)
-
-
-def stage_joint(cfg, log=print) -> dict:
-    from pipelines.joint_annotate import joint_stage
-
-    return joint_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", members(cfg), cfg.joint,
-                       cfg.cluster, log)
 
 
 def _rendered(cfg, split: str) -> list[dict]:
@@ -58,30 +45,6 @@ def stage_ceiling(cfg, log=print) -> dict:
 
     ex = sequence_examples(_rendered(cfg, "held_out"), GROUND_TRUTH)
     return sequence_stage(cfg.root, cfg.strong, GROUND_TRUTH, ex, cfg.root / "strong_ceiling", log)
-
-
-def soft_context(cfg) -> dict:
-    """Tokenizers and weights the token-level soft labels need (the driver builds the targets)."""
-    from actors.registry import load_tokenizer
-    from pipelines.joint_annotate import continuation
-
-    ms = members(cfg)
-    return {"weak_toks": [load_tokenizer(m["spec"]) for m in ms],
-            "weak_prefixes": [continuation("", m["chat"]) for m in ms],
-            "weights": cfg.joint.resolved_weights(len(ms)), "strong_tok": load_tokenizer(cfg.strong.spec)}
-
-
-def stage_w2s(cfg, log=print) -> dict:
-    from training.examples import sequence_examples
-    from pipelines.train_stages import sequence_stage
-
-    rows = pq.read_table(cfg.root / "weak_labels" / "joint_labels.parquet").to_pylist()
-    out = {}
-    for method in cfg.strong.methods:
-        soft = soft_context(cfg) if method == "soft_tokens" else None
-        ex = sequence_examples(rows, method, soft=soft)
-        out[method] = sequence_stage(cfg.root, cfg.strong, method, ex, cfg.root / "strong_w2s" / method, log)
-    return out
 
 
 def eval_targets(cfg) -> dict[str, str]:
@@ -146,7 +109,7 @@ def stage_eval(cfg, log=print) -> dict:
     from pipelines.joint_annotate import joint_stage
 
     ev = cfg.root / "eval"
-    weak = joint_stage(cfg.root / "data" / "test", ev / "weak_joint", members(cfg), cfg.joint, cfg.cluster, log)
+    weak = joint_stage(cfg.root / "data" / "test", ev / "weak_joint", cfg.weak.models, cfg.joint, cfg.cluster, log)
     joint_rows = pq.read_table(ev / "weak_joint" / "joint_labels.parquet").to_pylist()
     refs = [r["reference"] for r in joint_rows]
     result = {"weak joint": scores([r["target"] for r in joint_rows], refs)}
@@ -160,9 +123,3 @@ def stage_eval(cfg, log=print) -> dict:
     return {"metric": "token F1", "accuracy": f1, "em": {n: s["em"] for n, s in result.items()},
             "supervisor": "weak joint", "ceiling": "strong ceiling", "rows": len(joint_rows), "weak_seconds": weak["seconds"],
             "pgr": {n: pgr(f1[n], f1["weak joint"], f1["strong ceiling"]) for n in w2s}, "deception": {}}
-
-
-def stages() -> list:
-    return [("data", stage_data), ("weak_labels", stage_joint), ("strong_ceiling", stage_ceiling),
-            ("strong_w2s", stage_w2s), ("eval", stage_eval)]
-

@@ -51,14 +51,15 @@ class GenDataConfig:
     require_reference: bool = True  # every row must carry a reference (metrics need it)
 
     def __post_init__(self):
-        if self.held_out < 0 or self.test < 0:
-            raise ValueError("gen_data.held_out / gen_data.test: must be >= 0")
+        for name in ("held_out", "test"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0")
         if self.held_out + self.test == 0:
-            raise ValueError("gen_data: held_out + test must be > 0")
+            raise ValueError("held_out: held_out + test must be > 0")
         if self.shard_rows < 1:
-            raise ValueError("gen_data.shard_rows: must be >= 1")
+            raise ValueError("shard_rows: must be >= 1")
         if not self.source:
-            raise ValueError("gen_data.source: missing (embedded:truthfulqa or a file)")
+            raise ValueError("source: missing (embedded:truthfulqa or a file)")
 
 
 def validate_gen_row(row, index: int, source: str = "gen_data", require_reference: bool = True) -> dict:

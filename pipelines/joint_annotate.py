@@ -23,41 +23,21 @@ from __future__ import annotations
 import json
 import re
 import string
-import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from actors.backend import BackendConfig
 from cluster.config import ClusterConfig
-from pipelines.generation import GenDataConfig
-from pipelines.runner import Role, StreamStage, run_stage, stage_main, write_atomic
-
-@dataclass
-class JointMember:
-    """One weak model of the ensemble. chat: wrap prompts in its chat template."""
-    spec: str = ""
-    name: str = ""
-    chat: bool = False
-    backend: BackendConfig = field(default_factory=BackendConfig)
-
-    def __post_init__(self):
-        from actors.weak import checked_name
-
-        self.name = checked_name(self.spec, self.name)
-
+from pipelines.runner import Role, StreamStage, run_stage, write_atomic
 
 @dataclass
 class JointConfig:
     num_beams: int = 2  # M beams per weak model
     max_new_tokens: int = 24
     weights: list[float] = field(default_factory=list)  # lambda_i per weak model; empty: all 1
-    # per weak model: wrap prompts in its chat template (w2s run; empty: none). JointRunConfig
-    # sets chat per member instead.
-    chat: list[bool] = field(default_factory=list)
     prompt_format: str = "Q: {prompt}\nA:"
     first_line: bool = True  # a beam ends at its first newline
     batch_rows: int = 8
@@ -65,24 +45,19 @@ class JointConfig:
 
     def __post_init__(self):
         if self.num_beams < 1:
-            raise ValueError(f"joint.num_beams: must be >= 1, got {self.num_beams}")
+            raise ValueError(f"num_beams: must be >= 1, got {self.num_beams}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"joint.max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+            raise ValueError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens}")
         if self.batch_rows < 1:
-            raise ValueError(f"joint.batch_rows: must be >= 1, got {self.batch_rows}")
+            raise ValueError(f"batch_rows: must be >= 1, got {self.batch_rows}")
         if self.max_in_flight < 1:
-            raise ValueError(f"joint.max_in_flight: must be >= 1, got {self.max_in_flight}")
+            raise ValueError(f"max_in_flight: must be >= 1, got {self.max_in_flight}")
         if "{prompt}" not in self.prompt_format:
-            raise ValueError("joint.prompt_format: must contain {prompt}")
+            raise ValueError("prompt_format: must contain {prompt}")
         w = [float(x) for x in self.weights]
         if w and (not all(np.isfinite(w)) or any(x < 0 for x in w) or not any(x > 0 for x in w)):
-            raise ValueError(f"joint.weights: must be finite, >= 0 and not all 0, got {self.weights}")
+            raise ValueError(f"weights: must be finite, >= 0 and not all 0, got {self.weights}")
         self.weights = w
-
-    def resolved_chat(self, n: int) -> list[bool]:
-        if self.chat and len(self.chat) != n:
-            raise ValueError(f"joint.chat: {len(self.chat)} flags for {n} weak models")
-        return list(self.chat) or [False] * n
 
     def resolved_weights(self, n: int) -> list[float]:
         if not self.weights:
@@ -90,35 +65,6 @@ class JointConfig:
         if len(self.weights) != n:
             raise ValueError(f"joint.weights: {len(self.weights)} weights for {n} weak models")
         return list(self.weights)
-
-
-@dataclass
-class JointRunConfig:
-    """configs/joint.yaml: generation data, the weak ensemble, joint decoding, the cluster."""
-    weak: list[JointMember]
-    run_dir: str = "runs/joint"
-    split: str = "held_out"  # which gen_data split to annotate
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    gen_data: GenDataConfig = field(default_factory=GenDataConfig)
-    joint: JointConfig = field(default_factory=JointConfig)
-
-    def __post_init__(self):
-        if not self.run_dir:
-            raise ValueError("run_dir: must be a non-empty path")
-        if not self.weak:
-            raise ValueError("weak: at least one weak model is needed")
-        names = [m.name for m in self.weak]
-        if len(set(names)) != len(names):
-            raise ValueError(f"weak: duplicate names {names}; give each model a distinct name")
-        if self.split not in ("held_out", "test"):
-            raise ValueError(f"split: must be held_out or test, got {self.split!r}")
-        self.joint.resolved_weights(len(self.weak))
-        if self.joint.chat:
-            raise ValueError("joint.chat: set chat per weak model here (weak[i].chat)")
-
-    @property
-    def root(self) -> Path:
-        return Path(self.run_dir).expanduser().resolve()
 
 
 # ---------------------------------------------------------------- text helpers and metrics
@@ -217,23 +163,14 @@ def joint_batch(batch: pa.Table, *, actors: dict, chats: list[bool], weights: li
 
 # ---------------------------------------------------------------- the stage
 
-def _member(m) -> dict:
-    if is_dataclass(m):
-        m = asdict(m)
-    backend = m.get("backend") or BackendConfig()
-    if isinstance(backend, dict):
-        backend = BackendConfig(**backend)
-    return {"name": m["name"], "spec": m["spec"], "backend": backend, "chat": bool(m.get("chat", False))}
-
-
 def joint_stage(split_dir: Path, out_dir: Path, weak: list, cfg: JointConfig, cluster_cfg: ClusterConfig,
                 log=print) -> dict:
-    """Split in, joint_labels.parquet out (through the streaming-stage runner). weak:
-    [{name, spec, backend, chat?}] (or JointMembers). Skipped when complete with the same config;
-    continues a partial run."""
+    """Split in, joint_labels.parquet out (through the streaming-stage runner). weak: the
+    ensemble's ModelConfigs (chat: wrap that model's prompts in its chat template). Skipped when
+    complete with the same config; continues a partial run."""
     from actors.weak import WeakActor
 
-    members = [_member(m) for m in weak]
+    members = [{"name": m.name, "spec": m.spec, "backend": m.backend, "chat": m.chat} for m in weak]
     if not members:
         raise ValueError("joint_stage: no weak models")
     weights = cfg.resolved_weights(len(members))
@@ -290,22 +227,3 @@ def metrics_markdown(summary: dict) -> str:
         label = "joint decoding (Eq. 6)" if k == "joint" else f"{k} top beam"
         lines.append(f"| {label} | {m[k]['em']:.3f} | {m[k]['f1']:.3f} |")
     return "\n".join(lines)
-
-
-def run_config(cfg: JointRunConfig, log=print) -> dict:
-    from pipelines.generation import prepare_gen_data
-
-    prepare_gen_data(cfg.gen_data, cfg.root / "gen_data", log)
-    return joint_stage(cfg.root / "gen_data" / cfg.split, cfg.root / "joint_labels", cfg.weak, cfg.joint,
-                       cfg.cluster, log)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return stage_main("joint_annotate", __doc__, JointRunConfig, run_config, metrics_markdown, argv)
-
-
-if __name__ == "__main__":
-    # run the importable module's main, so Ray pickles the batch function by reference
-    from pipelines.joint_annotate import main as _main
-
-    sys.exit(_main())

@@ -78,13 +78,15 @@ def uncertainty_filter(entropies: Sequence[float], percentile: float = 50.0,
     Without tie_break: exactly the paper's rule, S_ent(x) <= tau. With few prompt variations
     (K = 2 has only 2 option orders) S_ent takes a handful of values, and the rule keeps far more
     or fewer rows than the percentile says. tie_break (lower = more certain, e.g. the entropy of
-    the soft vote) then keeps exactly round(percentile% * n) rows: lowest S_ent first, ties by
-    tie_break. Where S_ent has no ties at tau, both rules keep the same rows.
+    the soft vote) then keeps as many rows as the paper's rule keeps on distinct values,
+    floor(percentile% * (n - 1)) + 1 (tau is np.percentile's linear interpolation, so this is the
+    count of values <= tau): lowest S_ent first, ties by tie_break. Where S_ent has no ties, both
+    rules keep the same rows.
     """
     ent = np.asarray(entropies, dtype=np.float64)
     if tie_break is None:
         return ent <= uncertainty_threshold(ent, percentile)
-    n_keep = int(round(percentile / 100.0 * len(ent)))
+    n_keep = int(math.floor(percentile / 100.0 * (len(ent) - 1) + 1e-9)) + 1 if len(ent) else 0
     order = np.lexsort((np.arange(len(ent)), np.asarray(tie_break, dtype=np.float64), ent))
     kept = np.zeros(len(ent), dtype=bool)
     kept[order[:n_keep]] = True

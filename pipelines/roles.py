@@ -1,15 +1,16 @@
 """The run config's role sections: `weak` (the ensemble that labels), `strong` (the model that
 learns), `reward` (the W2S reward model). Each model inside them has the one model-config shape
-(`actors.weak.WeakModelConfig`: spec, name, weight, backend)."""
+(`actors.model_config.ModelConfig`: spec, name, weight, chat, backend); the strong section is
+that shape plus its training and methods."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from actors.backend import BackendConfig
-from actors.weak import WeakModelConfig
-from training.examples import GEN_METHODS, REWARD_WEIGHTS, W2S_METHODS
+from actors.model_config import ModelConfig
+from pipelines import methods as registry
+from training.examples import REWARD_WEIGHTS
 from training.trainer import TrainConfig
 
 
@@ -19,7 +20,7 @@ def _weak_train_defaults():
 
 @dataclass
 class WeakConfig:
-    models: list[WeakModelConfig] = field(default_factory=list)
+    models: list[ModelConfig] = field(default_factory=list)
     # fine-tune every weak model on the ground truth of weak_train first (weak_sft/); off: the
     # models label zero-shot (aligned instruct models as supervisors)
     finetune: bool = False
@@ -28,13 +29,13 @@ class WeakConfig:
 
     def __post_init__(self):
         if self.diversify not in ("shard", "seed"):
-            raise ValueError(f"weak.diversify: must be shard or seed, got {self.diversify!r}")
+            raise ValueError(f"diversify: must be shard or seed, got {self.diversify!r}")
         if not self.models:
-            raise ValueError("weak.models: at least one weak model is needed")
+            raise ValueError("models: at least one weak model is needed")
         names = [m.name for m in self.models]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ValueError(f"weak.models: duplicate name {sorted(dup)[0]!r}; give each model a distinct name")
+            raise ValueError(f"models: duplicate name {sorted(dup)[0]!r}; give each model a distinct name")
 
     @property
     def weights(self) -> list[float]:
@@ -51,28 +52,24 @@ class WeakConfig:
 
 
 @dataclass
-class StrongConfig:
+class StrongConfig(ModelConfig):
+    """The strong model (the model shape: spec, name, backend = its inference backend where it
+    annotates or is evaluated), how it trains and which W2S methods run."""
     spec: str = "tiny:llama:7"
     train: TrainConfig = field(default_factory=TrainConfig)
     # W2S variants to train; each gets strong_w2s/<method>
     methods: list[str] = field(default_factory=lambda: ["naive", "aux_conf", "ensemble", "bayes", "rel_filter",
                                                         "rel_reweight"])
-    # bootstrapping chain of intermediate model specs (empty: off)
-    bootstrap: list[str] = field(default_factory=list)
-    # inference backend of the pre-trained strong model where it annotates (SEAM's search)
-    backend: BackendConfig = field(default_factory=BackendConfig)
+    # bootstrapping chain of intermediate models (empty: off)
+    bootstrap: list[ModelConfig] = field(default_factory=list)
 
     def __post_init__(self):
-        from actors.registry import resolve
-
-        if not self.spec:
-            raise ValueError("spec: missing")
-        resolve(self.spec)
+        super().__post_init__()
         for m in self.methods:
-            if m not in W2S_METHODS + GEN_METHODS:
-                raise ValueError(f"methods: unknown method {m!r} (known: {', '.join(W2S_METHODS + GEN_METHODS)})")
-        for b in self.bootstrap:
-            resolve(b)
+            try:
+                registry.method(m)
+            except ValueError as e:
+                raise ValueError(f"methods: {e}") from None
 
 
 @dataclass
@@ -89,12 +86,12 @@ class RewardConfig:
 
     def __post_init__(self):
         if self.kind not in ("bt", "judge"):
-            raise ValueError(f"reward.kind: must be bt or judge, got {self.kind!r}")
-        if self.judge_method not in W2S_METHODS:
-            raise ValueError(f"reward.judge_method: unknown method {self.judge_method!r}")
+            raise ValueError(f"kind: must be bt or judge, got {self.kind!r}")
+        if registry.METHODS.get(self.judge_method, registry.Method("", "", None, task="")).task != "choice":
+            raise ValueError(f"judge_method: unknown option-choice method {self.judge_method!r}")
         if "{prompt}" not in self.format or "{response}" not in self.format:
-            raise ValueError("reward.format: must contain {prompt} and {response}")
+            raise ValueError("format: must contain {prompt} and {response}")
         if self.weight_by not in REWARD_WEIGHTS:
-            raise ValueError(f"reward.weight_by: must be one of {REWARD_WEIGHTS}")
+            raise ValueError(f"weight_by: must be one of {REWARD_WEIGHTS}")
         if self.train.head != "reward":
-            raise ValueError("reward.train.head: must be reward")
+            raise ValueError("train.head: must be reward")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from actors.backend import BackendConfig
-from actors.weak import WeakModelConfig
+from actors.model_config import ModelConfig
 from cluster.config import ClusterConfig
 from pipelines.align import AlignConfig
 from pipelines.annotate import AnnotateConfig, annotate_stage
@@ -29,7 +29,7 @@ from pipelines.joint_annotate import JointConfig
 from actors.prompts import TemplateConfig
 from pipelines.seam import SeamConfig
 from pipelines.seam_annotate import SeamStageConfig
-from training.examples import GEN_METHODS, SEAM_SOURCES
+from pipelines import methods
 from pipelines.roles import RewardConfig, StrongConfig, WeakConfig
 
 
@@ -56,34 +56,26 @@ class RunConfig:
     def __post_init__(self):
         if self.task not in ("choice", "generation"):
             raise ValueError(f"task: must be choice or generation, got {self.task!r}")
-        gen = [m for m in self.strong.methods if m in GEN_METHODS]
+        labels = self.labeller.name  # the annotate.method (or joint) is known: registered
+        for m in self.strong.methods:
+            reason = methods.unfit(m, labels, self.task)
+            if reason:
+                raise ValueError(f"strong.methods: {reason}")
+        if self.labeller.check:
+            self.labeller.check(self)
         if self.task == "generation":
-            if len(gen) != len(self.strong.methods):
-                raise ValueError(f"strong.methods: a generation task trains {list(GEN_METHODS)}, got {self.strong.methods}")
             for name in ("reward", "align"):
                 if getattr(self, name).enabled:
                     raise ValueError(f"{name}.enabled: the alignment stages need a preference task (task: choice)")
             if self.weak.finetune or self.strong.bootstrap:
                 raise ValueError("weak.finetune / strong.bootstrap: not available on a generation task")
             self.joint.resolved_weights(len(self.weak.models))
-            self.joint.resolved_chat(len(self.weak.models))
-        elif gen:
-            raise ValueError(f"strong.methods: {gen[0]} needs task: generation")
         if self.align.enabled and not self.reward.enabled:
             raise ValueError("align.enabled: the alignment stage needs reward.enabled: true")
         if self.reward.enabled and self.reward.kind == "judge" and self.reward.judge_method not in self.strong.methods:
             raise ValueError(f"reward.judge_method: {self.reward.judge_method} is not in strong.methods")
         if not self.run_dir:
             raise ValueError("run_dir: must be a non-empty path")
-        if any(m.startswith("rel_") for m in self.strong.methods) and self.annotate.method != "reliability":
-            raise ValueError("strong.methods: rel_filter / rel_reweight need annotate.method: reliability")
-        seam_methods = [m for m in self.strong.methods if m in SEAM_SOURCES]
-        if seam_methods and self.annotate.method != "seam":
-            raise ValueError(f"strong.methods: {seam_methods[0]} needs annotate.method: seam")
-        if self.annotate.method == "seam" and len(self.weak.models) != 1:
-            raise ValueError(f"annotate.method: seam uses one aligned weak model, weak.models has {len(self.weak.models)}")
-        if self.annotate.method == "seam" and self.strong.train.head != "lm":
-            raise ValueError("strong.train.head: SEAM's strong model searches with the lm head")
         if self.strong.train.head == "classifier" and self.template.answer == "text":
             raise ValueError("strong.train.head: classifier needs template.answer: label")
 
@@ -91,6 +83,18 @@ class RunConfig:
     def root(self) -> Path:
         # absolute: Ray Train workers and Ray Data tasks run in other working directories
         return Path(self.run_dir).expanduser().resolve()
+
+    @property
+    def labeller(self) -> methods.Labeller:
+        """Who makes the weak labels: annotate.method on a choice task, joint decoding on generation."""
+        name = "joint" if self.task == "generation" else self.annotate.method
+        try:
+            found = methods.labeller(name)
+        except ValueError as e:
+            raise ValueError(f"annotate.method: {e}") from None
+        if found.task != self.task:
+            raise ValueError(f"annotate.method: {name} labels {found.task} tasks, this run is task: {self.task}")
+        return found
 
 
 def stage_data(cfg: RunConfig, log=print) -> dict:
@@ -107,14 +111,8 @@ def stage_weak_sft(cfg: RunConfig, log=print) -> dict:
 
 
 def stage_annotate(cfg: RunConfig, log=print) -> dict:
-    if cfg.annotate.method == "seam":
-        from pipelines.seam_annotate import seam_stage
-
-        return seam_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", cfg.seam, cfg.strong.spec,
-                          cfg.strong.backend, cfg.weak.labelling(cfg.root).models[0], cfg.template, cfg.cluster,
-                          log, cfg.seam_stage)
-    return annotate_stage(cfg.root / "data" / "held_out", cfg.root / "weak_labels", cfg.weak.labelling(cfg.root),
-                          cfg.annotate, cfg.template, cfg.cluster, log)
+    """The weak_labels stage of the run's labeller (pipelines/methods)."""
+    return cfg.labeller.stage(cfg, log)
 
 
 def stage_ceiling(cfg: RunConfig, log=print) -> dict:
@@ -126,30 +124,29 @@ def stage_ceiling(cfg: RunConfig, log=print) -> dict:
 def stage_w2s(cfg: RunConfig, log=print) -> dict:
     from pipelines.train_stages import bootstrap_stage, w2s_stage
 
-    weak = cfg.weak.labelling(cfg.root)
-    names, weights = [m.name for m in weak.models], weak.weights
+    weights = cfg.weak.labelling(cfg.root).weights
     rows = weak_label_rows(cfg)
-    out = {m: w2s_stage(cfg.root, cfg.strong, m, rows, names, weights, cfg.template, log)
-           for m in cfg.strong.methods}
+    out = {}
+    for name in cfg.strong.methods:
+        m = methods.method(name)
+        out[name] = w2s_stage(cfg.root, cfg.strong, m, m.examples(rows, cfg), weights, cfg.template, log)
     if cfg.strong.bootstrap:
-        out["bootstrap"] = bootstrap_stage(cfg.root, cfg.strong, rows, lambda model_dir, labels_dir: _label_with(
-            cfg, model_dir, labels_dir, log), names, weights, cfg.template, log)
+        naive = methods.method("naive")  # Burns et al.: each step trains on the previous model's hard labels
+        out["bootstrap"] = bootstrap_stage(
+            cfg.root, cfg.strong, rows, naive, lambda r: naive.examples(r, cfg),
+            lambda model_dir, labels_dir: _label_with(cfg, model_dir, labels_dir, log), weights, cfg.template, log)
     return out
 
 
 def weak_label_rows(cfg: RunConfig) -> list[dict]:
-    """The weak_labels stage's rows, read by the stage the config ran (SEAM's or annotate's)."""
-    from pipelines.annotate import read_weak_labels
-    from pipelines.seam_annotate import as_weak_labels
-
-    reader = as_weak_labels if cfg.annotate.method == "seam" else read_weak_labels
-    return reader(cfg.root / "weak_labels").to_pylist()
+    """The weak_labels stage's rows, read back by the run's labeller (the config says which)."""
+    return cfg.labeller.read(cfg.root / "weak_labels").to_pylist()
 
 
 def _strong_weak_config(cfg: RunConfig, name: str, spec: str) -> WeakConfig:
     """A one-model ensemble config that scores with a (trained or pretrained) strong model."""
     backend = BackendConfig(head=cfg.strong.train.head, max_length=cfg.strong.train.max_length)
-    return WeakConfig(models=[WeakModelConfig(spec=spec, name=name, backend=backend)])
+    return WeakConfig(models=[ModelConfig(spec=spec, name=name, backend=backend)])
 
 
 def _label_with(cfg: RunConfig, model_dir: str, labels_dir: Path, log) -> dict:
@@ -195,7 +192,8 @@ def stages(cfg: RunConfig) -> list:
     from pipelines import align, gen_run
 
     if cfg.task == "generation":
-        return gen_run.stages()
+        return [("data", gen_run.stage_data), ("weak_labels", stage_annotate), ("strong_ceiling", gen_run.stage_ceiling),
+                ("strong_w2s", stage_w2s), ("eval", gen_run.stage_eval)]
     out = [("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate),
            ("strong_ceiling", stage_ceiling), ("strong_w2s", stage_w2s)]
     if cfg.reward.enabled:
@@ -227,14 +225,19 @@ def gpus_needed(cfg: RunConfig) -> int:
 
 
 def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
-    """Run the stages in order (up to and including `until`), skipping complete ones."""
+    """Run the stages in order (up to and including `until`), skipping complete ones.
+
+    The data stage runs before Ray starts, so a data error is reported at once. A run stopped by
+    `until` merges its stages into an existing metrics.json and leaves the sections and the
+    report of later stages as they are (it did not produce them)."""
     from cluster.connect import connect
 
     t0 = time.time()
-    # declare every logical GPU the run will need up front: a local cluster cannot grow later
-    connect(cfg.cluster, gpus_needed(cfg))
     metrics: dict = {"stages": {}, "data": {}, "strong_spec": cfg.strong.spec}
     for name, fn in stages(cfg):
+        if name != "data":
+            # every logical GPU the run will need, declared once: a local cluster cannot grow later
+            connect(cfg.cluster, gpus_needed(cfg))
         t = time.time()
         log(f"== stage {name}")
         result = fn(cfg, log)
@@ -249,14 +252,22 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
     source = cfg.gen_data.source if cfg.task == "generation" else cfg.data.source
     metrics["data"] = {"source": source, "counts": data["counts"]}
     metrics["seconds"] = round(time.time() - t0, 2)
-    (cfg.root / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    path = cfg.root / "metrics.json"
+    if until is not None and path.is_file():
+        old = json.loads(path.read_text())
+        old["stages"].update(metrics["stages"])
+        metrics = {**old, "stages": old["stages"], "data": metrics["data"]}
+        path.write_text(json.dumps(metrics, indent=1, default=str))
+        log(f"run: stopped after {until}; its stages merged into {path} (other results kept)")
+        return metrics
+    path.write_text(json.dumps(metrics, indent=1, default=str))
     if "evaluation" in metrics:
         from pipelines.evaluate import write_report
 
         report = write_report(cfg.root, metrics)
         log(results_table(metrics))
         log(f"run: report in {report}")
-    log(f"run: done in {metrics['seconds']:.1f} s; metrics in {cfg.root / 'metrics.json'}")
+    log(f"run: done in {metrics['seconds']:.1f} s; metrics in {path}")
     return metrics
 
 

@@ -19,11 +19,9 @@ evaluation are `StreamStage`s run by `run_stage`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,10 @@ from pipelines.data import fingerprint
 # Ray Data tasks mostly wait on the actors; they must fit beside the actors' bundles
 TASK_CPUS = 0.1
 MANIFEST = "_SUCCESS.json"
+
+
+class StageConflict(RuntimeError):
+    """A stage folder holds output made with another config: nothing is overwritten."""
 
 
 @dataclass
@@ -163,12 +165,12 @@ def open_stage(out_dir: Path, fp: str, what: str, log=print, shards: Path | None
     if marker.is_file():
         summary = json.loads(marker.read_text())
         if summary["fingerprint"] != fp:
-            raise RuntimeError(f"{out_dir} was made with another {what} config; use a new run_dir or delete it")
+            raise StageConflict(f"{out_dir} was made with another {what} config; use a new run_dir or delete it")
         return summary, set()
     shards = Path(shards or out_dir)
     shards.mkdir(parents=True, exist_ok=True)
     if record.is_file() and json.loads(record.read_text())["fingerprint"] != fp:
-        raise RuntimeError(f"{out_dir} holds a partial run with another config; use a new run_dir or delete it")
+        raise StageConflict(f"{out_dir} holds a partial run with another config; use a new run_dir or delete it")
     record.write_text(json.dumps({"fingerprint": fp}))
     return None, collect_done(shards, log)
 
@@ -245,27 +247,3 @@ def cluster_cpus(cluster_cfg) -> float:
     if ray.is_initialized():
         return ray.cluster_resources().get("CPU", 1.0)
     return float(cluster_cfg.num_cpus or os.cpu_count() or 1)
-
-
-# ---------------------------------------------------------------- stand-alone entry points
-
-def stage_main(prog: str, doc: str, cls, run_fn, show_fn, argv: list[str] | None = None) -> int:
-    """Entry point of a stand-alone stage (`python -m pipelines.<stage> CONFIG [key=value ...]`):
-    load `cls` from the file and overrides (exit 2 on a bad config), run_fn(cfg, log) -> summary,
-    print show_fn(summary)."""
-    from cluster.loader import load_config
-
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    p = argparse.ArgumentParser(prog=f"python -m pipelines.{prog}", description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(cls, args.config, args.overrides)
-    except ValueError as e:
-        print(f"{prog.split('_')[0]}: bad config: {e}", file=sys.stderr)
-        return 2
-    print(show_fn(run_fn(cfg, lambda m: print(m, flush=True))))
-    return 0
-

@@ -217,24 +217,24 @@ class SeamConfig:
 
     def __post_init__(self):
         if not self.principles_path:
-            raise ValueError("seam.principles_path: must be a non-empty path")
+            raise ValueError("principles_path: must be a non-empty path")
         if self.max_depth < 1:
-            raise ValueError("seam.max_depth: must be >= 1")
+            raise ValueError("max_depth: must be >= 1")
         if not 0 <= self.filter_percentile < 100:
-            raise ValueError("seam.filter_percentile: must be in [0, 100)")
+            raise ValueError("filter_percentile: must be in [0, 100)")
         if self.ablation not in ABLATIONS:
-            raise ValueError(f"seam.ablation: must be one of {ABLATIONS}, got {self.ablation!r}")
+            raise ValueError(f"ablation: must be one of {ABLATIONS}, got {self.ablation!r}")
         if self.thought_max_new_tokens < 1:
-            raise ValueError("seam.thought_max_new_tokens: must be >= 1")
+            raise ValueError("thought_max_new_tokens: must be >= 1")
         if not all(isinstance(s, str) and s for s in self.thought_stop):
-            raise ValueError("seam.thought_stop: must hold non-empty strings")
+            raise ValueError("thought_stop: must hold non-empty strings")
         if not isinstance(self.shuffle_principles, bool):
-            raise ValueError(f"seam.shuffle_principles: must be true or false, got {self.shuffle_principles!r}")
+            raise ValueError(f"shuffle_principles: must be true or false, got {self.shuffle_principles!r}")
         if isinstance(self.principle_orders, bool) or not isinstance(self.principle_orders, int) \
                 or self.principle_orders < 1:
-            raise ValueError(f"seam.principle_orders: must be an integer >= 1, got {self.principle_orders!r}")
+            raise ValueError(f"principle_orders: must be an integer >= 1, got {self.principle_orders!r}")
         if self.principle_orders > 1 and not self.shuffle_principles:
-            raise ValueError("seam.principle_orders: > 1 needs seam.shuffle_principles: true "
+            raise ValueError("principle_orders: > 1 needs seam.shuffle_principles: true "
                              "(file order asked again gives the same answer)")
         need = {"response_line": ("label", "response"), "weights_template": ("prompt", "candidates"),
                 "candidate_line": ("label", "name"), "demo_template": ("question", "responses", "thought"),
@@ -244,7 +244,7 @@ class SeamConfig:
         for name, fields in need.items():
             missing = [f for f in fields if "{" + f + "}" not in getattr(self, name)]
             if missing:
-                raise ValueError(f"seam.{name}: must contain {{{missing[0]}}}")
+                raise ValueError(f"{name}: must contain {{{missing[0]}}}")
 
     # cumulative ablations: each level removes one more module (Table 3)
     @property

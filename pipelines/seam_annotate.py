@@ -39,9 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +49,11 @@ import pyarrow.parquet as pq
 
 from actors.backend import BackendConfig
 from actors.strong import StrongActor
-from actors.weak import WeakActor, WeakModelConfig
+from actors.weak import WeakActor
 from cluster.config import ClusterConfig
 from pipelines import seam
 from actors.prompts import TemplateConfig, render
-from pipelines.data import DataConfig
-from pipelines.runner import Role, StreamStage, read_manifest, run_stage, stage_main, write_atomic
-from pipelines.seam import SeamConfig
+from pipelines.runner import Role, StreamStage, read_manifest, run_stage, write_atomic
 
 LABELS_FILE = "seam_labels.parquet"
 
@@ -73,44 +70,11 @@ class SeamStageConfig:
     thought_seed: int = 0  # generate() seed (thoughts are greedy; kept for sampling backends)
 
     def __post_init__(self):
-        if self.batch_rows < 1 or self.max_in_flight < 1:
-            raise ValueError("stage.batch_rows / max_in_flight: must be >= 1")
+        for name in ("batch_rows", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
         if not 0 <= self.auxconf_threshold <= 1:
-            raise ValueError("stage.auxconf_threshold: must be in [0, 1]")
-
-
-@dataclass
-class ModelConfig:
-    spec: str = ""
-    backend: BackendConfig = field(default_factory=BackendConfig)
-
-    def __post_init__(self):
-        from actors.registry import resolve
-
-        if not self.spec:
-            raise ValueError("spec: missing (e.g. embedded:gemma3-270m, tiny:llama:7)")
-        resolve(self.spec)
-
-
-@dataclass
-class SeamRunConfig:
-    """configs/seam.yaml: data split, both models, the scoring template, SEAM and the stage."""
-    strong: ModelConfig
-    weak: WeakModelConfig
-    run_dir: str = "runs/seam"
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    template: TemplateConfig = field(default_factory=TemplateConfig)
-    seam: SeamConfig = field(default_factory=SeamConfig)
-    stage: SeamStageConfig = field(default_factory=SeamStageConfig)
-
-    def __post_init__(self):
-        if not self.run_dir:
-            raise ValueError("run_dir: must be a non-empty path")
-
-    @property
-    def root(self) -> Path:
-        return Path(self.run_dir).expanduser().resolve()
+            raise ValueError("auxconf_threshold: must be in [0, 1]")
 
 
 # ---------------------------------------------------------------- actors that count forward passes
@@ -241,7 +205,7 @@ def seam_stage(split_dir: Path, out_dir: Path, seam_cfg: seam.SeamConfig, strong
                log=print, stage_cfg: SeamStageConfig | None = None) -> dict:
     """Held-out split in, <out_dir>/seam_labels.parquet out (through the streaming-stage runner).
     Skipped when complete with the same config (another config is refused); continues a partial
-    run. weak_model: anything with .spec, .backend and .name (a WeakModelConfig). Returns the
+    run. weak_model: anything with .spec, .backend and .name (a ModelConfig). Returns the
     manifest (also in _SUCCESS.json)."""
     stage = stage_cfg or SeamStageConfig()
     out_dir = Path(out_dir)
@@ -359,25 +323,3 @@ def as_weak_labels(out_dir: Path) -> pa.Table:
     summary = read_manifest(out_dir, "weak_labels/seam", "run the SEAM stage first")
     table = read_seam_labels(out_dir)
     return table.append_column(f"probs_{summary['weak_name']}", table["weak_probs"])
-
-
-# ---------------------------------------------------------------- command line
-
-def run_config(cfg: SeamRunConfig, log=print, out_name: str = "seam_labels") -> dict:
-    """The data stage (held-out split) and the SEAM stage for a SeamRunConfig."""
-    from pipelines.data import prepare_data
-
-    prepare_data(cfg.data, cfg.root / "data", log)
-    return seam_stage(cfg.root / "data" / "held_out", cfg.root / out_name, cfg.seam, cfg.strong.spec,
-                      cfg.strong.backend, cfg.weak, cfg.template, cfg.cluster, log, cfg.stage)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return stage_main("seam_annotate", __doc__, SeamRunConfig, run_config, lambda s: table2_markdown(s["table2"]), argv)
-
-
-if __name__ == "__main__":
-    # run the importable module's main, so Ray pickles its actor classes and batch function by reference
-    from pipelines.seam_annotate import main as _main
-
-    sys.exit(_main())

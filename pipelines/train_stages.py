@@ -23,7 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipelines.roles import RewardConfig, StrongConfig
-from training.examples import ground_truth_examples, reward_examples, weak_label_examples
+from pipelines.runner import StageConflict
+from training.examples import ground_truth_examples, reward_examples
 from training.trainer import TrainConfig, TrainJob, fit
 
 
@@ -42,7 +43,7 @@ def run_job(job: TrainJob, log=print) -> dict:
     if marker.is_file():
         done = json.loads(marker.read_text())
         if done["fingerprint"] != fp:
-            raise RuntimeError(f"{out} holds a model trained with another config or data; use a new run_dir or "
+            raise StageConflict(f"{out} holds a model trained with another config or data; use a new run_dir or "
                                "delete that folder")
         log(f"train {job.name}: complete, skipped")
         return done
@@ -86,33 +87,36 @@ def ceiling_stage(root: Path, strong: StrongConfig, template, log=print) -> dict
     return run_job(job, log)
 
 
-def w2s_stage(root: Path, strong: StrongConfig, method: str, rows: list[dict], names: list[str],
-              weights: list[float], template, log=print, spec: str | None = None, out: Path | None = None) -> dict:
-    """The strong model (or `spec`) trained with `method` on weak-label rows."""
-    ex = weak_label_examples(rows, method, names, template)
-    name = f"strong_w2s_{method}" if out is None else "_".join(out.relative_to(root).parts)
-    job = TrainJob(name=name, spec=spec or strong.spec,
-                   out_dir=str(out or root / "strong_w2s" / method), train=strong.train, examples=ex,
-                   method=method, weak_weights=weights, chat=template.chat, answer=template.answer,
-                   num_options=_k(ex))
+def w2s_stage(root: Path, strong: StrongConfig, method, examples: list[dict], weights: list[float], template,
+              log=print, spec: str | None = None, out: Path | None = None) -> dict:
+    """The strong model (or `spec`) trained on a method's examples with the method's loss
+    (a pipelines.methods.Method: name, loss, answer)."""
+    answer = method.answer or template.answer
+    seq = answer == "sequence"  # target texts: no options, no chat template of the option prompts
+    name = f"strong_w2s_{method.name}" if out is None else "_".join(out.relative_to(root).parts)
+    job = TrainJob(name=name, spec=spec or strong.spec, out_dir=str(out or root / "strong_w2s" / method.name),
+                   train=strong.train, examples=examples, method=method.name,
+                   weak_weights=[1.0] if seq else weights, chat=template.chat and not seq, answer=answer,
+                   num_options=2 if seq else _k(examples))
     return run_job(job, log)
 
 
-def bootstrap_stage(root: Path, strong: StrongConfig, rows: list[dict], annotate_fn, names: list[str],
+def bootstrap_stage(root: Path, strong: StrongConfig, rows: list[dict], method, examples_fn, annotate_fn,
                     weights: list[float], template, log=print) -> dict:
-    """Weak labels -> intermediate model 1 (naive CE) -> its labels on held_out -> ... -> the strong
-    model (naive CE on the last labels). annotate_fn(model_dir, out_dir) labels held_out."""
+    """Weak labels -> intermediate model 1 (`method`, naive CE) -> its labels on held_out -> ... ->
+    the strong model (the same method on the last labels). examples_fn(rows) builds the method's
+    examples; annotate_fn(model_dir, out_dir) labels held_out with an intermediate model."""
     from pipelines.annotate import read_weak_labels
 
-    label_names, label_weights = names, weights
-    for j, spec in enumerate(strong.bootstrap):
+    label_weights = weights
+    for j, model in enumerate(strong.bootstrap):
         step_dir = root / "bootstrap" / f"step{j + 1}"
-        inter = w2s_stage(root, strong, "naive", rows, label_names, label_weights, template, log,
-                          spec=spec, out=step_dir / "intermediate")
+        inter = w2s_stage(root, strong, method, examples_fn(rows), label_weights, template, log,
+                          spec=model.spec, out=step_dir / "intermediate")
         annotate_fn(inter["model_dir"], step_dir / "labels")
         rows = read_weak_labels(step_dir / "labels").to_pylist()
-        label_names, label_weights = ["intermediate"], [1.0]
-    return w2s_stage(root, strong, "naive", rows, label_names, label_weights, template, log,
+        label_weights = [1.0]
+    return w2s_stage(root, strong, method, examples_fn(rows), label_weights, template, log,
                      out=root / "strong_w2s" / "bootstrap")
 
 

@@ -51,49 +51,49 @@ class ServeConfig:
 
     def __post_init__(self):
         if not isinstance(self.model_dir, str) or not self.model_dir.strip():
-            raise ValueError("serve.model_dir: a reward model directory is needed (model_dir=PATH)")
+            raise ValueError("model_dir: a reward model directory is needed (model_dir=PATH)")
         if not self.token:
             self.token = os.environ.get(self.token_env, "") if self.token_env else ""
         if not self.host:
-            raise ValueError("serve.host: must not be empty")
+            raise ValueError("host: must not be empty")
         if not is_loopback(self.host) and not self.token:
-            raise ValueError(f"serve.token: binding to non-loopback host {self.host!r} needs a bearer token "
+            raise ValueError(f"token: binding to non-loopback host {self.host!r} needs a bearer token "
                              f"(set serve.token or ${self.token_env})")
         if not 0 < self.port < 65536:
-            raise ValueError(f"serve.port: must be in 1..65535, got {self.port}")
+            raise ValueError(f"port: must be in 1..65535, got {self.port}")
         if not self.route_prefix.startswith("/"):
-            raise ValueError(f"serve.route_prefix: must start with '/', got {self.route_prefix!r}")
+            raise ValueError(f"route_prefix: must start with '/', got {self.route_prefix!r}")
         if not self.name:
-            raise ValueError("serve.name: must not be empty")
+            raise ValueError("name: must not be empty")
         self._check_resources()
         self._check_limits()
 
     def _check_resources(self):
         if self.replicas < 1:
-            raise ValueError(f"serve.replicas: must be >= 1, got {self.replicas}")
+            raise ValueError(f"replicas: must be >= 1, got {self.replicas}")
         if self.num_cpus < 0:
-            raise ValueError(f"serve.num_cpus: must be >= 0, got {self.num_cpus}")
+            raise ValueError(f"num_cpus: must be >= 0, got {self.num_cpus}")
         gpus = self.num_gpus
         if gpus < 0 or (0 < gpus < 1 and (1 / gpus) != int(1 / gpus)) or (gpus > 1 and gpus != int(gpus)):
-            raise ValueError(f"serve.num_gpus: must be 0, 1/n (0.5, 0.25, ...) or a whole number, got {gpus}")
+            raise ValueError(f"num_gpus: must be 0, 1/n (0.5, 0.25, ...) or a whole number, got {gpus}")
         if self.num_cpus == 0 and gpus == 0:
-            raise ValueError("serve.num_cpus: a replica with no GPU needs CPUs (> 0)")
+            raise ValueError("num_cpus: a replica with no GPU needs CPUs (> 0)")
 
     def _check_limits(self):
         if self.max_ongoing_requests < 1:
-            raise ValueError(f"serve.max_ongoing_requests: must be >= 1, got {self.max_ongoing_requests}")
+            raise ValueError(f"max_ongoing_requests: must be >= 1, got {self.max_ongoing_requests}")
         if self.max_batch_size < 1:
-            raise ValueError(f"serve.max_batch_size: must be >= 1, got {self.max_batch_size}")
+            raise ValueError(f"max_batch_size: must be >= 1, got {self.max_batch_size}")
         if not 0 <= self.batch_wait_timeout_s <= 10:
-            raise ValueError(f"serve.batch_wait_timeout_s: must be in [0, 10], got {self.batch_wait_timeout_s}")
+            raise ValueError(f"batch_wait_timeout_s: must be in [0, 10], got {self.batch_wait_timeout_s}")
         if self.max_body_bytes < 1024:
-            raise ValueError(f"serve.max_body_bytes: must be >= 1024, got {self.max_body_bytes}")
+            raise ValueError(f"max_body_bytes: must be >= 1024, got {self.max_body_bytes}")
         if self.max_items < 2:
-            raise ValueError(f"serve.max_items: must be >= 2 (rank needs 2 responses), got {self.max_items}")
+            raise ValueError(f"max_items: must be >= 2 (rank needs 2 responses), got {self.max_items}")
         if self.max_chars < 1:
-            raise ValueError(f"serve.max_chars: must be >= 1, got {self.max_chars}")
+            raise ValueError(f"max_chars: must be >= 1, got {self.max_chars}")
         if self.max_pairs < 1:
-            raise ValueError(f"serve.max_pairs: must be >= 1, got {self.max_pairs}")
+            raise ValueError(f"max_pairs: must be >= 1, got {self.max_pairs}")
 
     def url(self) -> str:
         """Where clients reach the app (a wildcard bind address is reached on loopback)."""

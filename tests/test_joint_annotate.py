@@ -12,11 +12,12 @@ from actors.backend import BackendConfig
 from cluster.config import ClusterConfig
 from pipelines.data import DataError
 from pipelines.generation import GenDataConfig, prepare_gen_data, validate_gen_row
-from pipelines.joint_annotate import JointConfig, JointMember, JointRunConfig, exact_match, joint_stage, token_f1
+from actors.model_config import ModelConfig
+from pipelines.joint_annotate import JointConfig, exact_match, joint_stage, token_f1
 
 BACKEND = BackendConfig(dtype="float32", max_length=128, max_batch_tokens=1024, threads=1)
-WEAK = [{"name": "tiny_a", "spec": "tiny:llama:1", "backend": BACKEND, "chat": False},
-        {"name": "tiny_b", "spec": "tiny:llama:2", "backend": BACKEND, "chat": False}]
+WEAK = [ModelConfig(name="tiny_a", spec="tiny:llama:1", backend=BACKEND),
+        ModelConfig(name="tiny_b", spec="tiny:llama:2", backend=BACKEND)]
 ROWS = [{"id": f"q{i}", "prompt": f"What is {i} plus {i}?", "reference": f"{2 * i}"} for i in range(10)]
 
 
@@ -105,12 +106,14 @@ def test_config_validation():
                        ({"weights": [0.0, 0.0]}, "weights"), ({"weights": [-1.0]}, "weights")]:
         with pytest.raises(ValueError, match=field):
             JointConfig(**bad)
-    with pytest.raises(ValueError, match="2 weights for 1 weak models"):
-        JointRunConfig(weak=[JointMember(spec="tiny:llama:1")], joint=JointConfig(weights=[1.0, 2.0]))
+    from conftest import tiny_run_config
+
+    with pytest.raises(ValueError, match="3 weights for 2 weak models"):
+        tiny_run_config("/tmp/x", "tiny_gen", **{"joint.weights": "[1.0, 2.0, 3.0]"})
     with pytest.raises(ValueError, match="duplicate"):
-        JointRunConfig(weak=[JointMember(spec="tiny:llama:1", name="a"), JointMember(spec="tiny:llama:2", name="a")])
-    with pytest.raises(ValueError, match="spec"):
-        JointMember(spec="")
+        tiny_run_config("/tmp/x", "tiny_gen", **{"weak.models.1.name": "tiny_a"})
+    with pytest.raises(ValueError, match="weak.models.0.spec: missing"):
+        tiny_run_config("/tmp/x", "tiny_gen", **{"weak.models.0.spec": "''"})
 
 
 def test_gen_rows_validation(tmp_path):

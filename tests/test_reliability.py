@@ -62,6 +62,19 @@ def test_threshold_and_filter():
     assert rel.uncertainty_filter(ent, 50, [9, 9, 9, 9]).tolist() == [True, True, False, False]
 
 
+def test_soft_tie_break_keeps_what_the_paper_rule_keeps_on_distinct_values():
+    # n = 5 distinct: the median is the 3rd value, S_ent <= tau keeps 3 (round(2.5) would give 2)
+    five = [0.4, 0.1, 0.3, 0.0, 0.2]
+    assert rel.uncertainty_filter(five, 50).tolist() == [False, True, False, True, True]
+    assert rel.uncertainty_filter(five, 50, [0.0] * 5).tolist() == [False, True, False, True, True]
+    assert rel.uncertainty_filter([0.7], 50, [0.0]).tolist() == [True]  # n = 1 keeps its row
+    rng = np.random.default_rng(0)
+    for n in range(1, 40):
+        for pct in (10.0, 25.0, 50.0, 75.0, 100.0):
+            e = rng.permutation(n) / n  # distinct values
+            assert (rel.uncertainty_filter(e, pct, rng.random(n)) == rel.uncertainty_filter(e, pct)).all(), (n, pct)
+
+
 def test_combine_row_maps_orders_back():
     # one model, K = 2, orders (0,1) and (1,0). Order 1 shows [opt0, opt1]: P(pos)=[0.8, 0.2] -> answer 0.
     # Order 2 shows [opt1, opt0]: P(pos)=[0.9, 0.1] -> shown position 0 is option 1 -> answer 1.

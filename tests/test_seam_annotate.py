@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.backend import BackendConfig
-from actors.weak import WeakModelConfig
+from actors.model_config import ModelConfig
 from cluster.config import ClusterConfig
 from pipelines import seam
 from pipelines.data import DataConfig, prepare_data, read_split
@@ -35,7 +35,7 @@ ROWS = 6
 
 
 def _weak():
-    return WeakModelConfig(spec=WEAK, name="weak", backend=BACKEND)
+    return ModelConfig(spec=WEAK, name="weak", backend=BACKEND)
 
 
 def _stage(split, out, logs, cfg=SEAM, stage=STAGE):
