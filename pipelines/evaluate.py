@@ -72,27 +72,6 @@ def compare(evals: dict[str, Path], weak_names: list[str], supervisor: str, ceil
 # ----------------------------------------------------------------------------- report
 
 
-def entropy_buckets(table) -> list[dict]:
-    """Weak-label accuracy per distinct entropy value (seed 001 Fig. 3), bucketed to 3 decimals."""
-    ent = np.round(np.asarray(table["entropy"].to_pylist()), 3)
-    ok = np.array([w == y for w, y in zip(table["weak_label"].to_pylist(), table["label"].to_pylist())])
-    return [{"entropy": float(e), "correct": int(ok[ent == e].sum()), "wrong": int((~ok[ent == e]).sum()),
-             "accuracy": float(ok[ent == e].mean())} for e in np.unique(ent)]
-
-
-def reliability_matrix(table) -> tuple[np.ndarray, np.ndarray]:
-    """Mean reliability S_prob of each answer by (weak answer, true label) (seed 001 Fig. 4)."""
-    k = len(table["options"][0].as_py())
-    total, count = np.zeros((k, k)), np.zeros((k, k))
-    for answers, rel, y in zip(table["answers"].to_pylist(), table["reliability"].to_pylist(),
-                               table["label"].to_pylist()):
-        for a, s in zip(answers, rel):
-            total[a, y] += s
-            count[a, y] += 1
-    with np.errstate(invalid="ignore"):
-        return total / count, count
-
-
 def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path, metric: str = "accuracy") -> None:
     import matplotlib
 
@@ -112,54 +91,9 @@ def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path, met
     plt.close(fig)
 
 
-def plot_entropy(buckets: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = np.arange(len(buckets))
-    ax.bar(x, [b["correct"] for b in buckets], label="correct", color="#3a7")
-    ax.bar(x, [b["wrong"] for b in buckets], bottom=[b["correct"] for b in buckets], label="wrong", color="#c33")
-    for i, b in enumerate(buckets):
-        ax.text(i, b["correct"] + b["wrong"], f"{b['accuracy']:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, [f"{b['entropy']:.2f}" for b in buckets], fontsize=8)
-    ax.set_xlabel("entropy of the weak answers (Eq. 3)")
-    ax.set_ylabel("held-out rows")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_reliability(matrix: np.ndarray, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = matrix.shape[0]
-    letters = [chr(65 + i) for i in range(k)]
-    fig, ax = plt.subplots(figsize=(1.2 * k + 2, 1.1 * k + 1.5))
-    im = ax.imshow(np.nan_to_num(matrix), cmap="Blues", vmin=0, vmax=1)
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, "-" if np.isnan(matrix[i, j]) else f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(k), letters)
-    ax.set_yticks(range(k), letters)
-    ax.set_xlabel("true label")
-    ax.set_ylabel("weak answer")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_report(root: Path, metrics: dict) -> Path:
-    """report.md with the results table, stage times and the plots next to it."""
-    from pipelines.annotate import read_weak_labels
-
+def write_report(root: Path, metrics: dict, sections=()) -> Path:
+    """report.md with the results table, the sections of the run's labeller and methods
+    (pipelines/methods: each `(root, metrics) -> lines`), stage times and the plots."""
     ev = metrics["evaluation"]
     acc, sup, ceil = ev["accuracy"], ev["supervisor"], ev["ceiling"]
     rows = [{"name": n, "accuracy": a, "kind": "w2s" if n in ev["pgr"] else "ref"} for n, a in acc.items()]
@@ -172,33 +106,8 @@ def write_report(root: Path, metrics: dict) -> Path:
         p, d = ev["pgr"].get(n), ev["deception"].get(n)
         lines.append(f"| {n} | {a:.3f} | {'' if n not in ev['pgr'] else ('n/a' if p is None else f'{p:.3f}')} | "
                      f"{'' if n not in ev['deception'] else ('n/a' if d is None else f'{d:.3f}')} |")
-    wl = metrics["stages"].get("weak_labels", {})
-    if wl.get("method") == "seam":
-        from pipelines.seam_annotate import table2_markdown
-
-        lines += ["", "Weak-label accuracy (%) on held_out by SEAM and its baselines (seed 000 Table 2), "
-                  f"strong {metrics['strong_spec']} searching, the weak model deciding:", "",
-                  table2_markdown(wl["table2"]), "", "![accuracy](accuracy.png)", ""]
-    elif wl.get("method") == "joint":
-        from pipelines.joint_annotate import metrics_markdown
-
-        lines += ["", "Weak labels on held_out: joint decoding (Eq. 6) against each weak model's own top beam, "
-                  "scored against the references:", "", metrics_markdown(wl), "",
-                  f"Test: exact match {json.dumps({k: round(v, 3) for k, v in ev['em'].items()})}.", "",
-                  "![token F1](accuracy.png)", ""]
-    else:
-        lines += ["", f"Weak-label accuracy on held_out: {_fmt(wl.get('accuracy'))} (kept half "
-                  f"{_fmt(wl.get('accuracy_kept'))}, filtered half {_fmt(wl.get('accuracy_filtered'))}).", "",
-                  "![accuracy](accuracy.png)", ""]
-    # the reliability plots: only annotate's own labels carry option orders (not SEAM's or joint's)
-    table = None if wl.get("method") in ("seam", "joint") else read_weak_labels(root / "weak_labels")
-    if table is not None and table["perms"][0].as_py():
-        buckets = entropy_buckets(table)
-        plot_entropy(buckets, root / "entropy_buckets.png")
-        matrix, _ = reliability_matrix(table)
-        plot_reliability(matrix, root / "reliability_heatmap.png")
-        lines += ["Weak-label accuracy by entropy (seed 001 Fig. 3) and mean reliability by (weak answer, "
-                  "true label) (Fig. 4):", "", "![entropy](entropy_buckets.png) ![reliability](reliability_heatmap.png)", ""]
+    for section in sections:
+        lines += section(root, metrics)
     if "alignment" in metrics:
         lines += alignment_lines(root, metrics)
     lines += ["| stage | seconds |", "|---|---|"]

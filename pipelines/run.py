@@ -264,11 +264,17 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
     if "evaluation" in metrics:
         from pipelines.evaluate import write_report
 
-        report = write_report(cfg.root, metrics)
+        report = write_report(cfg.root, metrics, report_sections(cfg))
         log(results_table(metrics))
         log(f"run: report in {report}")
     log(f"run: done in {metrics['seconds']:.1f} s; metrics in {path}")
     return metrics
+
+
+def report_sections(cfg: RunConfig) -> list:
+    """The report sections of the run's labeller and methods, each once, in that order."""
+    out = [cfg.labeller.report] + [methods.method(m).report for m in cfg.strong.methods]
+    return [s for i, s in enumerate(out) if s is not None and s not in out[:i]]
 
 
 def results_table(metrics: dict) -> str:

@@ -1,19 +1,25 @@
 """SEAM inside `w2s run` (annotate.method=seam): the SEAM stage writes weak_labels, each SEAM
-label source (training.examples.SEAM_SOURCES) trains its own strong model on exactly its rows
+label source (pipelines/methods/seam.py SOURCES) trains its own strong model on exactly its rows
 and labels, evaluation and the report include them. Tiny random models on the shared Ray cluster
 (configs/tiny_seam.yaml)."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from actors.prompts import TemplateConfig
+from pipelines import methods
+from pipelines.methods.seam import SOURCES
 from tests.conftest import tiny_run_config
-from training.examples import SEAM_SOURCES, weak_label_examples
 
 TEMPLATE = TemplateConfig(template="{prompt}\nSolutions: {options}\nAnswer:", option_line="{option}",
                           option_sep=" | ", answer="text")
+
+
+def weak_label_examples(rows, method, template):
+    return methods.method(method).examples(rows, SimpleNamespace(template=template))
 
 
 def _rows():
@@ -26,19 +32,19 @@ def _rows():
 
 def test_each_seam_source_takes_its_column_and_its_rows():
     rows = _rows()
-    for method, (column, keep) in SEAM_SOURCES.items():
-        ex = weak_label_examples(rows, method, ["w"], TEMPLATE)
+    for method, (column, keep) in SOURCES.items():
+        ex = weak_label_examples(rows, method, TEMPLATE)
         want = [r for r in rows if keep is None or r[keep]]
         assert [e["id"] for e in ex] == [r["id"] for r in want], method
         assert [e["target"] for e in ex] == [r[column] for r in want], method
-    assert [e["id"] for e in weak_label_examples(rows, "seam", ["w"], TEMPLATE)] == ["r0", "r2"]
+    assert [e["id"] for e in weak_label_examples(rows, "seam", TEMPLATE)] == ["r0", "r2"]
 
 
 def test_seam_source_needs_seam_labels():
     rows = [{"id": "x", "prompt": "p", "options": ["a", "b"], "label": 0, "weak_label": 0, "weak_probs": [1, 0],
              "probs_w": [1, 0]}]
     with pytest.raises(ValueError, match="annotate.method=seam"):
-        weak_label_examples(rows, "self_reward", ["w"], TEMPLATE)
+        weak_label_examples(rows, "self_reward", TEMPLATE)
 
 
 def test_config_checks_name_the_field():
