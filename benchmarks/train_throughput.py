@@ -4,7 +4,7 @@
 
 Same batches (CommonsenseQA ground truth, SmolLM2-135M-Instruct, label answers) through:
   plain     a single-process PyTorch loop: fp32, full-sequence logits, torch AdamW defaults;
-  loop      training/trainer.py's train_loop in this process (bf16 autocast, answer-position logits,
+  loop      training/sft_trainer.py's train_loop in this process (bf16 autocast, answer-position logits,
             fused AdamW), engine torch and engine deepspeed (ZeRO-2);
   ray       the same loop on Ray Train (1 worker, DeepSpeed ZeRO-2), timed from its step log.
 Training FLOPs per token: 6 x non-embedding params + 12 x layers x seq_len x hidden (PaLM's
@@ -34,7 +34,8 @@ def make_job(out: str, steps: int, micro_batch: int, engine: str):
     from pipelines.data import DataConfig, read_source, split_rows
     from actors.prompts import TemplateConfig
     from training.examples import ground_truth_examples
-    from training.trainer import TrainConfig, TrainJob
+    from training.sft_config import TrainConfig
+    from training.sft_trainer import TrainJob
 
     cfg = DataConfig(source="embedded:csqa", weak_train=steps * micro_batch, held_out=0, test=0)
     rows = split_rows(read_source(cfg), cfg)["weak_train"]
@@ -45,7 +46,7 @@ def make_job(out: str, steps: int, micro_batch: int, engine: str):
 
 
 def timed_history(out: str) -> tuple[float, int]:
-    from training.trainer import read_history
+    from training.sft_trainer import read_history
 
     h = read_history(out)[WARMUP - 1:]
     return h[-1]["seconds"] - h[0]["seconds"], sum(x["tokens"] for x in h[1:])
@@ -54,7 +55,7 @@ def timed_history(out: str) -> tuple[float, int]:
 def plain_loop(job) -> tuple[float, int]:
     """fp32, full logits, default AdamW; same batches as train_loop (step_indices)."""
     from actors.registry import load_model
-    from training.trainer import collate, step_indices
+    from training.sft_trainer import collate, step_indices
 
     model, tok = load_model(SPEC, dtype=torch.float32)
     model.train()
@@ -98,7 +99,7 @@ def main():
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s", flush=True)
     from actors.registry import load_model
-    from training.trainer import fit, fit_local
+    from training.sft_trainer import fit, fit_local
 
     m, _ = load_model(SPEC)
     arch = {k: getattr(m.config, k) for k in ("num_hidden_layers", "hidden_size", "vocab_size")}

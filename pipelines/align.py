@@ -23,7 +23,7 @@ import numpy as np
 
 from actors.backend import BackendConfig
 from pipelines.dpo_pairs import PairsConfig, clean, pairs_stage
-from training.dpo import DPOStageConfig
+from training.dpo_config import DPOConfig
 
 
 @dataclass
@@ -31,7 +31,7 @@ class AlignConfig:
     enabled: bool = False
     policy: str = ""  # the SFT policy to align ("" = strong.spec)
     pairs: PairsConfig = field(default_factory=PairsConfig)
-    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     eval_max_new_tokens: int = 32
     tie_margin: float = 0.05  # |P(DPO preferred) - 0.5| <= tie_margin counts as a tie
     backend: BackendConfig = field(default_factory=BackendConfig)  # policy and judge inference
@@ -79,12 +79,13 @@ def stage_pairs(cfg, log=print) -> dict:
 
 
 def stage_dpo(cfg, log=print) -> dict:
-    from training.dpo import DPOJob, run_dpo_stage
+    from pipelines.runner import StageConflict
+    from training.dpo_trainer import DPOJob, run_dpo_stage
 
     a = cfg.align
     job = DPOJob(name="dpo", policy=a.policy or cfg.strong.spec, out_dir=str(cfg.root / "dpo"), config=a.dpo,
                  data=str(cfg.root / "dpo_pairs" / "train.parquet"))
-    return run_dpo_stage(job, log)
+    return run_dpo_stage(job, log, conflict=StageConflict)
 
 
 def win_tie_lose(p_new: list[float], margin: float) -> dict:

@@ -11,11 +11,14 @@ from pathlib import Path
 from actors.model_config import ModelConfig
 from pipelines import methods as registry
 from training.examples import REWARD_WEIGHTS
-from training.trainer import TrainConfig
+from training.sft_config import TrainConfig
 
 
-def _weak_train_defaults():
-    return TrainConfig(lr=5e-5, epochs=1.0)  # seed 003 Appendix C: weak models at 5e-5
+@dataclass
+class WeakTrainConfig(TrainConfig):
+    """weak.train: the training config with the weak supervisors' defaults (seed 003 Appendix C:
+    weak models at 5e-5), kept when YAML sets only some fields."""
+    lr: float = 5e-5
 
 
 @dataclass
@@ -24,7 +27,7 @@ class WeakConfig:
     # fine-tune every weak model on the ground truth of weak_train first (weak_sft/); off: the
     # models label zero-shot (aligned instruct models as supervisors)
     finetune: bool = False
-    train: TrainConfig = field(default_factory=_weak_train_defaults)
+    train: WeakTrainConfig = field(default_factory=WeakTrainConfig)
     diversify: str = "shard"  # shard: each weak model trains on its own part of weak_train; seed: all, own seed
 
     def __post_init__(self):
@@ -73,6 +76,13 @@ class StrongConfig(ModelConfig):
 
 
 @dataclass
+class RewardTrainConfig(TrainConfig):
+    """reward.train: the training config with the scalar reward head as its default, so a YAML
+    `reward.train: {lr: ...}` need not repeat `head: reward`."""
+    head: str = "reward"
+
+
+@dataclass
 class RewardConfig:
     enabled: bool = False
     # bt: a scalar Bradley-Terry head trained on the weak labels; judge: the generative pairwise
@@ -82,7 +92,7 @@ class RewardConfig:
     spec: str = ""  # model to train the bt head from ("" = strong.spec)
     format: str = "{prompt}\nAnswer: {response}"  # the text a bt reward model reads
     weight_by: str = "none"  # none | confidence | reliability (per-pair loss weight)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(head="reward"))
+    train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
 
     def __post_init__(self):
         if self.kind not in ("bt", "judge"):

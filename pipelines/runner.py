@@ -31,13 +31,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.data import fingerprint
+from training.launcher import JobConflict
 
 # Ray Data tasks mostly wait on the actors; they must fit beside the actors' bundles
 TASK_CPUS = 0.1
 MANIFEST = "_SUCCESS.json"
 
 
-class StageConflict(RuntimeError):
+class StageConflict(JobConflict):
     """A stage folder holds output made with another config: nothing is overwritten."""
 
 

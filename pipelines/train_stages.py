@@ -17,41 +17,27 @@ newest Ray Train checkpoint.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 from pipelines.roles import RewardConfig, StrongConfig
 from pipelines.runner import StageConflict
 from training.examples import ground_truth_examples, reward_examples
-from training.trainer import TrainConfig, TrainJob, fit
+from training.launcher import fingerprint, run_once
+from training.sft_config import TrainConfig
+from training.sft_trainer import TrainJob, fit
 
 
 def _fingerprint(job: TrainJob) -> str:
-    payload = json.dumps({"spec": job.spec, "train": asdict(job.train), "method": job.method,
-                          "weights": job.weak_weights, "chat": job.chat, "examples": job.examples},
-                         sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return fingerprint({"spec": job.spec, "train": asdict(job.train), "method": job.method,
+                        "weights": job.weak_weights, "chat": job.chat, "examples": job.examples})
 
 
 def run_job(job: TrainJob, log=print) -> dict:
-    """Idempotent fine-tuning job (Ray Train)."""
-    out = Path(job.out_dir)
-    marker = out / "_SUCCESS.json"
-    fp = _fingerprint(job)
-    if marker.is_file():
-        done = json.loads(marker.read_text())
-        if done["fingerprint"] != fp:
-            raise StageConflict(f"{out} holds a model trained with another config or data; use a new run_dir or "
-                               "delete that folder")
-        log(f"train {job.name}: complete, skipped")
-        return done
-    out.mkdir(parents=True, exist_ok=True)
-    summary = fit(job, log)
-    summary["fingerprint"] = fp
-    marker.write_text(json.dumps(summary, indent=1))
-    return summary
+    """Idempotent fine-tuning job (Ray Train): training.launcher's guard (skip when complete,
+    StageConflict for another config, complete or started; a partial job resumes)."""
+    return run_once(job.out_dir, _fingerprint(job), lambda: fit(job, log), label=f"train {job.name}",
+                    what="a model trained with another config or data", log=log, conflict=StageConflict)
 
 
 def _k(examples: list[dict]) -> int:
@@ -97,7 +83,7 @@ def w2s_stage(root: Path, strong: StrongConfig, method, examples: list[dict], we
     job = TrainJob(name=name, spec=spec or strong.spec, out_dir=str(out or root / "strong_w2s" / method.name),
                    train=strong.train, examples=examples, method=method.name,
                    weak_weights=[1.0] if seq else weights, chat=template.chat and not seq, answer=answer,
-                   num_options=2 if seq else _k(examples))
+                   num_options=2 if seq else _k(examples), loss=method.loss)
     return run_job(job, log)
 
 

@@ -1,4 +1,4 @@
-"""DPO / conservative DPO through TRL's DPOTrainer (training/dpo.py), on tiny random models:
+"""DPO / conservative DPO through TRL's DPOTrainer (training/dpo_trainer.py), on tiny random models:
 TRL's loss with our configuration equals seed 003 Eq. 9 / 12 (training.losses.cdpo_loss) on
 independently computed sequence log-probs; a 2-worker Ray Train + DeepSpeed ZeRO-2 run lowers the
 loss, moves the policy and saves a loadable model; the stage skips / refuses; a rerun resumes from
@@ -16,9 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 from actors.registry import load_model
-from training import dpo as D
-from training.dpo import (DPOJob, DPOStageConfig, build_trainer, dpo_config, fit_dpo, fit_dpo_local, read_history,
-                          read_preferences, run_dpo_stage, trl_loss_args)
+from training import dpo_trainer as D
+from training.dpo_config import DPOConfig
+from training.dpo_trainer import (DPOJob, build_trainer, dpo_config, fit_dpo, fit_dpo_local, read_history,
+                                  read_preferences, run_dpo_stage, trl_loss_args)
 from training.losses import cdpo_loss
 
 POLICY, REF = "tiny:llama:1", "tiny:llama:2"  # different seeds: h != 0, so eps matters
@@ -60,8 +61,9 @@ def hand(tmp_path_factory):
 
 
 def _trl_loss(data: str, out: Path, beta: float, eps: float, **overrides) -> tuple[float, dict]:
+    # fp32: compared with log-probs computed by hand in fp32 (precision auto is bf16 on a bf16 CPU)
     job = DPOJob(name="hand", policy=POLICY, ref=REF, data=data, out_dir=str(out),
-                 config=DPOStageConfig(beta=beta, epsilon=eps, micro_batch=2, engine="torch"))
+                 config=DPOConfig(beta=beta, epsilon=eps, micro_batch=2, engine="torch", precision="fp32"))
     trainer = build_trainer(job, dpo_config(job, str(out / "ck"), on_gpu=False, **overrides))
     batch = next(iter(trainer.get_train_dataloader()))  # both pairs
     with torch.no_grad():
@@ -117,7 +119,7 @@ def test_parquet_with_extra_columns_loads_in_dpo_trainer(tmp_path):
             "chosen": [" Yes.", " No.", " Yes."], "rejected": [" No.", " Yes.", " No."],
             "score_chosen": [0.9, 0.7, 0.8], "score_rejected": [0.2, 0.1, 0.3], "weak_scores": [[1.0, 2.0]] * 3}
     job = DPOJob(name="extra", policy=POLICY, data=_write(tmp_path / "p.parquet", rows), out_dir=str(tmp_path),
-                 config=DPOStageConfig(micro_batch=3, engine="torch"))
+                 config=DPOConfig(micro_batch=3, engine="torch"))
     trainer = build_trainer(job, dpo_config(job, str(tmp_path / "ck"), on_gpu=False))
     batch = next(iter(trainer.get_train_dataloader()))
     assert set(batch) == {"input_ids", "attention_mask", "completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
@@ -155,9 +157,9 @@ def test_empty_dataset_and_bad_config_are_refused(tmp_path):
     for field, value in (("epsilon", 0.5), ("epsilon", -0.1), ("beta", 0.0), ("engine", "fsdp"), ("zero_stage", 4),
                          ("precision", "fp16"), ("micro_batch", 0)):
         with pytest.raises(ValueError, match=field):
-            DPOStageConfig(**{field: value})
+            DPOConfig(**{field: value})
     with pytest.raises(ValueError, match="offload"):
-        DPOStageConfig(engine="torch", offload=True)
+        DPOConfig(engine="torch", offload=True)
 
 
 # ----------------------------------------------------------------------------- training
@@ -171,7 +173,7 @@ def _pairs(n: int = 16) -> dict:
 
 def test_fit_dpo_local_cdpo(tmp_path):
     job = DPOJob(name="local", policy=POLICY, data=_write(tmp_path / "p.parquet", _pairs(8)), out_dir=str(tmp_path),
-                 config=DPOStageConfig(beta=0.5, epsilon=0.1, lr=1e-3, max_steps=3, micro_batch=2, engine="torch"))
+                 config=DPOConfig(beta=0.5, epsilon=0.1, lr=1e-3, max_steps=3, micro_batch=2, engine="torch"))
     summary = fit_dpo_local(job, log=lambda m: None)
     losses = [h["loss"] for h in read_history(tmp_path)]
     assert len(losses) == 3 and losses[0] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference
@@ -183,9 +185,9 @@ def test_fit_dpo_local_cdpo(tmp_path):
 def ray_run(ray_cluster, tmp_path_factory):
     d = tmp_path_factory.mktemp("dpo_ray")
     job = DPOJob(name="dpo_z2", policy=POLICY, data=_write(d / "pairs.parquet", _pairs()), out_dir=str(d / "dpo"),
-                 config=DPOStageConfig(beta=0.5, lr=1e-3, max_steps=6, micro_batch=2, num_workers=2,
-                                       cpus_per_worker=0.5, engine="deepspeed", zero_stage=2, checkpoint_every=3,
-                                       max_length=64))
+                 config=DPOConfig(beta=0.5, lr=1e-3, max_steps=6, micro_batch=2, num_workers=2,
+                                  cpus_per_worker=0.5, engine="deepspeed", zero_stage=2, checkpoint_every=3,
+                                  max_length=64))
     summary = run_dpo_stage(job, log=lambda m: None)
     return job, summary, read_history(job.out_dir)
 

@@ -12,7 +12,8 @@ from actors.registry import load_model
 from training import losses as L
 from training.examples import sequence_examples
 from training.soft_labels import target_word_labels
-from training.trainer import TrainConfig, TrainJob, fit_local, read_history
+from training.sft_config import TrainConfig
+from training.sft_trainer import TrainJob, fit_local, read_history
 
 SPEC = "tiny:llama:3"
 ROWS = [{"id": f"r{i}", "prompt": f"Q: what is {i} plus {i}?\nA:", "target": f"it is {2 * i} of course",
@@ -22,8 +23,11 @@ ROWS = [{"id": f"r{i}", "prompt": f"Q: what is {i} plus {i}?\nA:", "target": f"i
 def _train(tmp_path, method, examples, **kw):
     cfg = TrainConfig(engine="torch", lr=1e-2, max_steps=2, micro_batch=4, max_length=64, precision="fp32",
                       lr_schedule="constant", checkpoint_at_end=False, gamma_max=0.0, **kw)
+    from pipelines import methods
+
+    loss = methods.METHODS[method].loss if method in methods.METHODS else None  # SFT for ground_truth
     job = TrainJob(name=method, spec=SPEC, out_dir=str(tmp_path / method), train=cfg, examples=examples,
-                   method=method, answer="sequence")
+                   method=method, answer="sequence", loss=loss)
     fit_local(job, lambda m: None)
     return read_history(tmp_path / method)
 

@@ -15,8 +15,9 @@ from actors.registry import load_model
 from conftest import live_actors
 from pipelines.data import DataConfig, read_source, split_rows
 from actors.prompts import TemplateConfig
-from training.examples import ground_truth_examples, weak_label_examples
-from training.trainer import TrainConfig, TrainJob, fit, fit_local, read_history
+from training.examples import ground_truth_examples
+from training.sft_config import TrainConfig
+from training.sft_trainer import TrainJob, fit, fit_local, read_history
 
 
 @pytest.fixture(scope="module")
@@ -145,27 +146,36 @@ def _weak_rows():
     ]
 
 
+def weak_label_examples(rows, method, template):
+    """A registered method's examples (pipelines/methods), the columns of `rows` naming the weak models."""
+    from types import SimpleNamespace
+
+    from pipelines import methods
+
+    return methods.method(method).examples(rows, SimpleNamespace(template=template))
+
+
 def test_weak_label_examples_per_method():
     t = TemplateConfig()
-    ens = weak_label_examples(_weak_rows(), "ensemble", ["m1", "m2"], t)
+    ens = weak_label_examples(_weak_rows(), "ensemble", t)
     assert [e["weak_labels"] for e in ens] == [[0, 1], [1, 1]] and ens[0]["target"] == 0
     assert ens[1]["weak_probs"] == [[0.2, 0.8], [0.3, 0.7]] and ens[1]["soft"] == [0.25, 0.75]
-    filt = weak_label_examples(_weak_rows(), "rel_filter", ["m1", "m2"], t)
+    filt = weak_label_examples(_weak_rows(), "rel_filter", t)
     # only row b is kept; its 4 (model, order) answers become 4 examples. Answer 1 shown in order
     # (1, 0) sits at position 0 -> target 0 with text listing "A. y" first.
     assert [e["id"] for e in filt] == ["b"] * 4
     assert [e["target"] for e in filt] == [1, 0, 1, 1]
     assert filt[1]["text"].startswith("Q2\nA. y\nB. x")
-    rew = weak_label_examples(_weak_rows(), "rel_reweight", ["m1", "m2"], t)
+    rew = weak_label_examples(_weak_rows(), "rel_reweight", t)
     assert len(rew) == 8 and [e["weight"] for e in rew[4:]] == [0.62, 0.62, 0.62, 0.38]
     with pytest.raises(ValueError, match="unknown method"):
-        weak_label_examples(_weak_rows(), "vote", ["m1"], t)
+        weak_label_examples(_weak_rows(), "vote", t)
 
 
 def test_text_answers_train_on_option_likelihood(examples, tmp_path):
     """template.answer=text: each option's mean continuation log-prob is its score (seed 001 Eq. 1)."""
     from actors.prompts import TemplateConfig
-    from training.trainer import collate, option_scores
+    from training.sft_trainer import collate, option_scores
 
     rows = [{"id": "q", "prompt": "Sky colour?", "options": ["blue", "green sea"], "label": 0}]
     tmpl = TemplateConfig(template="Q: {prompt}\nA:", answer="text")
@@ -214,7 +224,7 @@ def test_bradley_terry_reward_head_learns_weak_preferences(tmp_path):
                                      max_length=96, lr_schedule="constant", checkpoint_at_end=False))
     model, tok = load_model("tiny:llama:3", "classifier", num_labels=1)
     from actors.backend import encode_prompts
-    from training.trainer import _left_pad
+    from training.sft_trainer import _left_pad
 
     def rewards(m):
         batch = _left_pad(encode_prompts(tok, [t for e in ex for t in e["texts"]], False, 96), tok.pad_token_id)

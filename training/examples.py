@@ -1,4 +1,5 @@
-"""Training examples for the option-choice heads, built from data splits or weak labels.
+"""Training examples built from data splits, weak labels or target texts (the methods of
+pipelines/methods pick which rows and targets; these are the shapes the trainer reads).
 
 An example is a rendered prompt with its option labels and targets in *shown-position* space
 (position j of the prompt shows option order[j]); every loss picks the fields it needs:
@@ -16,22 +17,9 @@ import numpy as np
 from actors.prompts import TemplateConfig, render
 
 GROUND_TRUTH = "ground_truth"
-# SEAM's label sources (seed 000 Tables 1-2), from weak labels made with annotate.method=seam:
-# method -> (label column, keep column or None for every row). Each trains with hard-label CE.
-SEAM_SOURCES = {
-    "seam": ("weak_label", "kept"),  # SEAM: t(n_h) decision, tree-information filter
-    "seam_no_filter": ("weak_label", None),
-    "naive_w2s": ("naive_label", None),  # the weak model on the plain prompt (the paper's Naive W2S)
-    "uncertain_filter": ("naive_label", "uncertain_keep"),
-    "self_reward": ("self_reward_label", None),
-    "ws_ensemble": ("ws_ensemble_label", None),
-    "wsc_filter": ("naive_label", "wsc_keep"),
-    "auxconf": ("auxconf_label", None),
-}
-W2S_METHODS = ("naive", "soft", "aux_conf", "ensemble", "bayes", "rel_filter", "rel_reweight", *SEAM_SOURCES)
 
 
-def _example(row: dict, order, template: TemplateConfig, **targets) -> dict:
+def example(row: dict, order, template: TemplateConfig, **targets) -> dict:
     text, labels = render(row["prompt"], row["options"], order, template)
     return {"id": row["id"], "text": text, "labels": labels, **targets}
 
@@ -45,51 +33,10 @@ def ground_truth_examples(rows: list[dict], template: TemplateConfig) -> list[di
         k = len(r["options"])
         onehot = [0.0] * k
         onehot[r["label"]] = 1.0
-        out.append(_example(r, range(k), template, target=r["label"], soft=onehot, weak_labels=[r["label"]],
+        out.append(example(r, range(k), template, target=r["label"], soft=onehot, weak_labels=[r["label"]],
                             weak_probs=[onehot], weight=1.0))
     if not out:
         raise ValueError("no labelled rows to train on")
-    return out
-
-
-def weak_label_examples(rows: list[dict], method: str, names: list[str], template: TemplateConfig) -> list[dict]:
-    """W2S training data from weak_labels rows (pipelines.annotate.read_weak_labels(...).to_pylist())."""
-    if method not in W2S_METHODS:
-        raise ValueError(f"strong.methods: unknown method {method!r} (known: {W2S_METHODS})")
-    if method.startswith("rel_") and not rows[0].get("perms"):
-        raise ValueError(f"strong.methods: {method} needs weak labels made with annotate.method=reliability")
-    if method in SEAM_SOURCES:
-        return _seam_examples(rows, method, template)
-    out = []
-    for r in rows:
-        k = len(r["options"])
-        if method in ("rel_filter", "rel_reweight"):
-            if method == "rel_filter" and not r["kept"]:
-                continue  # seed 001 section 4.2: only rows with S_ent <= tau
-            perms = r["perms"]
-            for i, answer in enumerate(r["answers"]):  # answers: model-major x option orders
-                order = perms[i % len(perms)]
-                weight = r["reliability"][i] if method == "rel_reweight" else 1.0
-                out.append(_example(r, order, template, target=list(order).index(answer), soft=None,
-                                    weak_labels=None, weak_probs=None, weight=weight))
-            continue
-        per_model = [r[f"probs_{n}"] for n in names]
-        out.append(_example(r, range(k), template, target=r["weak_label"], soft=list(r["weak_probs"]),
-                            weak_labels=[int(np.argmax(p)) for p in per_model],
-                            weak_probs=[list(p) for p in per_model], weight=1.0))
-    if not out:
-        raise ValueError(f"no training examples for method {method}")
-    return out
-
-
-def _seam_examples(rows: list[dict], method: str, template: TemplateConfig) -> list[dict]:
-    column, keep = SEAM_SOURCES[method]
-    if column not in rows[0]:
-        raise ValueError(f"strong.methods: {method} needs weak labels made with annotate.method=seam")
-    out = [_example(r, range(len(r["options"])), template, target=int(r[column]), soft=None, weak_labels=None,
-                    weak_probs=None, weight=1.0) for r in rows if keep is None or r[keep]]
-    if not out:
-        raise ValueError(f"no training examples for method {method}: its filter kept no row")
     return out
 
 
@@ -127,7 +74,7 @@ def reward_examples(rows: list[dict], fmt: str, target: str = "weak", weight_by:
 
 
 # generation tasks (seed 003 section 4): what the strong model learns from the joint_labels rows
-GEN_METHODS = ("top_beam", "joint", "soft_tokens")
+SEQUENCE_TARGETS = ("top_beam", "joint", "soft_tokens")
 
 
 def sequence_examples(rows: list[dict], method: str, response_prefix: str = " ", soft: dict | None = None) -> list[dict]:
@@ -141,8 +88,8 @@ def sequence_examples(rows: list[dict], method: str, response_prefix: str = " ",
     Rows without a target (no candidate) are skipped."""
     from training.soft_labels import target_word_labels
 
-    if method not in (GROUND_TRUTH, *GEN_METHODS):
-        raise ValueError(f"strong.methods: unknown generation method {method!r} (known: {GEN_METHODS})")
+    if method not in (GROUND_TRUTH, *SEQUENCE_TARGETS):
+        raise ValueError(f"strong.methods: unknown generation method {method!r} (known: {SEQUENCE_TARGETS})")
     out = []
     for r in rows:
         target = {GROUND_TRUTH: r.get("reference"), "top_beam": (r.get("weak_top") or [None])[0]}.get(method, r.get("target"))

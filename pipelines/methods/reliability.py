@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.methods.registry import Labeller, Method, register
 from training import losses as L
-from training.examples import _example
+from training.examples import example
 
 
 def annotate(cfg, log=print) -> dict:
@@ -50,7 +50,7 @@ def order_examples(rows: list[dict], cfg, reweight: bool) -> list[dict]:
         perms = r["perms"]
         for i, answer in enumerate(r["answers"]):  # answers: model-major x option orders
             order = perms[i % len(perms)]
-            out.append(_example(r, order, cfg.template, target=list(order).index(answer), soft=None,
+            out.append(example(r, order, cfg.template, target=list(order).index(answer), soft=None,
                                 weak_labels=None, weak_probs=None, weight=r["reliability"][i] if reweight else 1.0))
     if not out:
         raise ValueError(f"no training examples for method rel_{'reweight' if reweight else 'filter'}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.methods.registry import Labeller, Method, register
-from training.examples import _example
+from training.examples import example
 
 # method -> (label column, keep column or None for every row) in the SEAM labels
 SOURCES = {
@@ -50,7 +50,7 @@ def source_examples(method: str):
     def examples(rows: list[dict], cfg) -> list[dict]:
         if rows and column not in rows[0]:
             raise ValueError(f"strong.methods: {method} needs weak labels made with annotate.method=seam")
-        out = [_example(r, range(len(r["options"])), cfg.template, target=int(r[column]), soft=None,
+        out = [example(r, range(len(r["options"])), cfg.template, target=int(r[column]), soft=None,
                         weak_labels=None, weak_probs=None, weight=1.0) for r in rows if keep is None or r[keep]]
         if not out:
             raise ValueError(f"no training examples for method {method}: its filter kept no row")

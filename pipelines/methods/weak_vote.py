@@ -16,7 +16,7 @@ import numpy as np
 from pipelines.methods.registry import Labeller, Method, register
 from pipelines.methods.reliability import annotate, read, report
 from training import losses as L
-from training.examples import _example
+from training.examples import example
 
 
 def vote_examples(rows: list[dict], cfg) -> list[dict]:
@@ -29,7 +29,7 @@ def vote_examples(rows: list[dict], cfg) -> list[dict]:
     out = []
     for r in rows:
         per_model = [r[f"probs_{n}"] for n in names]
-        out.append(_example(r, range(len(r["options"])), cfg.template, target=r["weak_label"],
+        out.append(example(r, range(len(r["options"])), cfg.template, target=r["weak_label"],
                             soft=list(r["weak_probs"]), weak_labels=[int(np.argmax(p)) for p in per_model],
                             weak_probs=[list(p) for p in per_model], weight=1.0))
     if not out:

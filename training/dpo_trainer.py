@@ -32,7 +32,28 @@ GPU), with a DeepSpeed config (ZeRO 0-3, optional optimizer offload) handed to T
 checkpoint every `checkpoint_every` steps, which is reported to Ray Train (`ray.train.report`) and
 restored from when Ray restarts failed workers or when the same job runs again. `fit_dpo_local` runs
 the same trainer in this process (world size 1), for debugging. `run_dpo_stage` is the idempotent
-stage (`<out_dir>/_SUCCESS.json` with a fingerprint, like pipelines.train_stages.run_job).
+stage (`<out_dir>/_SUCCESS.json` with a fingerprint): training.launcher's guard, the one
+pipelines.train_stages.run_job uses too; the TorchTrainer, history.jsonl, checkpoint reporting and
+resume by name + storage are training.launcher's as well.
+
+Settings: training.dpo_config.DPOConfig (optimisation fields shared with the SFT loop:
+training.optim_config.OptimConfig). `precision` has the SFT loop's meaning
+(training.optim_config.resolve_precision): `auto` is bf16 where the device supports it (CUDA with
+bf16, a CPU with avx512_bf16 / amx_bf16), else fp32. bf16 is applied as
+
+    GPU                    HF / TRL `bf16=True` (engine torch: autocast; engine deepspeed:
+                           DeepSpeed's bf16 mode)
+    CPU, engine torch      HF / TRL `bf16=True, use_cpu=True`: accelerate's CPU autocast, fp32
+                           weights (runs with TRL 1.16 / transformers 5.23)
+    CPU, engine deepspeed  torch.autocast(cpu, bf16) around TRL's forwards (the policy's loss and
+                           the reference log-probs), DeepSpeed itself in fp32: what the SFT loop
+                           does under DeepSpeed on CPU
+
+Not `bf16=True` for DeepSpeed on CPU: that turns on DeepSpeed's bf16 mode, which runs on CPU but
+casts the weights to bf16 (the saved model is bf16), and the reference log-probs (computed by
+TRL's separate precompute engine, in another batch order) then differ from the untrained policy's
+by bf16 noise: the first loss of a policy == reference run is 0.730 instead of log 2 (tiny model,
+beta 0.5), i.e. h != 0 before any update.
 
 Outputs under out_dir: model/ (HF directory + tokenizer), history.jsonl (per-step loss, rewards,
 margins, accuracies), ray_train/ (Ray Train storage, checkpoints), checkpoints/ (HF Trainer's working
@@ -40,7 +61,7 @@ copies), datasets/ (Arrow caches: tokenized pairs, reference log-probs), _SUCCES
 
 Normally started by `w2s run`; by hand:
 
-    python -m training.dpo --policy tiny:llama:7 --data prefs.parquet --out /tmp/dpo \
+    python -m training.dpo_trainer --policy tiny:llama:7 --data prefs.parquet --out /tmp/dpo \
         --max-steps 10 --lr 1e-3 --epsilon 0.1 [--local] [--workers 2 --zero 2]
 
 Multi-node note: TRL writes the reference log-prob cache on rank 0 and every rank reads it, so
@@ -60,64 +81,12 @@ from pathlib import Path
 
 import torch
 
+from training import launcher
+from training.dpo_config import DPOConfig
+from training.launcher import JobConflict, read_history
+from training.optim_config import resolve_precision, resolve_use_gpu
+
 PREF_COLUMNS = ("prompt", "chosen", "rejected")
-ENGINES = ("deepspeed", "torch")
-
-
-@dataclass
-class DPOStageConfig:
-    beta: float = 0.1  # KL strength (Eq. 9)
-    epsilon: float = 0.0  # cDPO label-flip probability (Eq. 12), in [0, 0.5); 0: plain DPO
-    lr: float = 5e-7
-    epochs: float = 1.0
-    max_steps: int = 0  # > 0: exactly this many optimizer steps (overrides epochs)
-    micro_batch: int = 4  # pairs per forward on each worker
-    grad_accum: int = 1  # global batch = micro_batch x grad_accum x num_workers pairs
-    num_workers: int = 1  # Ray Train workers (data parallel)
-    cpus_per_worker: float = 1.0
-    use_gpu: str = "auto"  # auto: when CUDA is available to the driver | true | false
-    engine: str = "deepspeed"  # deepspeed | torch (HF Trainer's own AdamW / DDP)
-    zero_stage: int = 2
-    offload: bool = False  # ZeRO optimizer state offload to CPU (DeepSpeed's CPU AdamW)
-    precision: str = "auto"  # auto: bf16 on GPUs that support it, else fp32 | bf16 | fp32
-    max_length: int = 1024  # prompt + completion tokens (TRL truncates the end)
-    lr_schedule: str = "cosine"  # cosine | linear | constant
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 0  # steps between checkpoints (0: none; no resume after a failure)
-    max_failures: int = 1  # Ray Train restarts the workers from the last checkpoint this often
-    seed: int = 0
-    chat: bool = False  # wrap prompt / completions in the tokenizer's chat template
-
-    def __post_init__(self):
-        checks = [
-            (self.beta > 0, "beta", "must be > 0"),
-            (0 <= self.epsilon < 0.5, "epsilon", "must be in [0, 0.5)"),
-            (self.lr > 0, "lr", "must be > 0"),
-            (self.epochs > 0 or self.max_steps > 0, "epochs", "must be > 0"),
-            (self.max_steps >= 0, "max_steps", "must be >= 0"),
-            (self.micro_batch >= 1, "micro_batch", "must be >= 1"),
-            (self.grad_accum >= 1, "grad_accum", "must be >= 1"),
-            (self.num_workers >= 1, "num_workers", "must be >= 1"),
-            (self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0"),
-            (self.use_gpu in ("auto", "true", "false"), "use_gpu", "must be auto, true or false"),
-            (self.engine in ENGINES, "engine", f"must be one of {ENGINES}"),
-            (self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3"),
-            (not (self.offload and self.engine != "deepspeed"), "offload", "needs engine: deepspeed"),
-            (self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32"),
-            (self.max_length >= 8, "max_length", "must be >= 8"),
-            (self.lr_schedule in ("cosine", "linear", "constant"), "lr_schedule", "must be cosine, linear or constant"),
-            (self.warmup_steps >= 0, "warmup_steps", "must be >= 0"),
-            (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
-            (self.grad_clip > 0, "grad_clip", "must be > 0"),
-            (self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0"),
-            (self.max_failures >= 0, "max_failures", "must be >= 0"),
-        ]
-        for ok, name, msg in checks:
-            if not ok:
-                raise ValueError(f"{name}: {msg}")
 
 
 @dataclass
@@ -127,7 +96,7 @@ class DPOJob:
     policy: str  # model spec or directory of the model to optimise (normally the SFT model)
     data: str  # Parquet with prompt / chosen / rejected
     out_dir: str
-    config: DPOStageConfig = field(default_factory=DPOStageConfig)
+    config: DPOConfig = field(default_factory=DPOConfig)
     ref: str | None = None  # reference model spec; None: the policy's starting weights
 
     def __post_init__(self):
@@ -222,21 +191,22 @@ def _to_chat(row: dict) -> dict:
 # ----------------------------------------------------------------------------- trainer
 
 
-def _use_gpu(c: DPOStageConfig) -> bool:
-    return c.use_gpu == "true" or (c.use_gpu == "auto" and torch.cuda.is_available())
+def _use_gpu(c: DPOConfig) -> bool:
+    return resolve_use_gpu(c.use_gpu)
 
 
-def _bf16(c: DPOStageConfig, on_gpu: bool) -> bool:
-    if c.precision == "fp32":
-        return False
-    if on_gpu:
-        return c.precision == "bf16" or torch.cuda.is_bf16_supported()
-    if c.precision == "bf16" and c.engine == "deepspeed":
-        raise ValueError("precision: bf16 with DeepSpeed needs GPUs; on CPU use fp32 or engine: torch")
-    return c.precision == "bf16"  # auto on CPU: fp32 (HF / DeepSpeed bf16 on CPU is not used)
+def _bf16(c: DPOConfig, on_gpu: bool) -> bool:
+    """Whether the run computes in bf16 (training.optim_config.resolve_precision on this device)."""
+    return resolve_precision(c.precision, "cuda" if on_gpu else "cpu") == "bf16"
 
 
-def deepspeed_config(c: DPOStageConfig) -> dict:
+def _cpu_autocast(c: DPOConfig, on_gpu: bool) -> bool:
+    """bf16 on CPU under DeepSpeed: our own autocast, not HF's bf16 (DeepSpeed's bf16 mode; see the
+    module docstring)."""
+    return not on_gpu and c.engine == "deepspeed" and _bf16(c, on_gpu)
+
+
+def deepspeed_config(c: DPOConfig) -> dict:
     """DeepSpeed config for HF Trainer ("auto": filled in from DPOConfig)."""
     zero: dict = {"stage": c.zero_stage}
     if c.offload:
@@ -254,8 +224,8 @@ def deepspeed_config(c: DPOStageConfig) -> dict:
 
 
 def dpo_config(job: DPOJob, output_dir: str, on_gpu: bool | None = None, **overrides):
-    """TRL DPOConfig for a job (overrides: any DPOConfig field, e.g. for tests)."""
-    from trl import DPOConfig
+    """TRL's trl.DPOConfig for a job (overrides: any of its fields, e.g. for tests)."""
+    from trl import DPOConfig as TRLDPOConfig
 
     c = job.config
     on_gpu = _use_gpu(c) if on_gpu is None else on_gpu
@@ -265,7 +235,8 @@ def dpo_config(job: DPOJob, output_dir: str, on_gpu: bool | None = None, **overr
         output_dir=output_dir, learning_rate=c.lr, num_train_epochs=c.epochs, max_steps=c.max_steps or -1,
         per_device_train_batch_size=c.micro_batch, gradient_accumulation_steps=c.grad_accum,
         lr_scheduler_type=schedule, warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
-        max_grad_norm=c.grad_clip, seed=c.seed, data_seed=c.seed, bf16=_bf16(c, on_gpu), fp16=False,
+        max_grad_norm=c.grad_clip, seed=c.seed, data_seed=c.seed,
+        bf16=_bf16(c, on_gpu) and not _cpu_autocast(c, on_gpu), fp16=False,
         use_cpu=not on_gpu, activation_checkpointing=c.gradient_checkpointing, max_length=c.max_length,
         logging_strategy="steps", logging_steps=1, save_strategy="steps" if c.checkpoint_every else "no",
         save_steps=c.checkpoint_every or 500, save_total_limit=1, report_to="none", disable_tqdm=True,
@@ -274,16 +245,18 @@ def dpo_config(job: DPOJob, output_dir: str, on_gpu: bool | None = None, **overr
         **trl_loss_args(c.beta, c.epsilon),
     )
     kwargs.update(overrides)
-    return DPOConfig(**kwargs)
+    return TRLDPOConfig(**kwargs)
 
 
 def build_trainer(job: DPOJob, args, callbacks=()):
     """TRL DPOTrainer over the job's policy, reference and data; reference log-probs are computed
-    here (before training), after which the reference model is dropped."""
+    here (before training), after which the reference model is dropped. bf16 under DeepSpeed on
+    CPU: the trainer's forwards run under torch.autocast (module docstring)."""
     from trl import DPOTrainer
 
     from actors.registry import load_model
 
+    trainer_cls = _autocast_trainer() if not args.bf16 and _cpu_autocast(job.config, not args.use_cpu) else DPOTrainer
     model, tok = load_model(job.policy, dtype=torch.float32)
     tok = _own_tokenizer(tok)
     ref_model = None
@@ -293,10 +266,27 @@ def build_trainer(job: DPOJob, args, callbacks=()):
         raise ValueError(f"chat: model {job.policy!r} has no chat template")
     with _main_process_first():
         ds = load_dataset(job)
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok,
-                         callbacks=list(callbacks))
+    trainer = trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok,
+                          callbacks=list(callbacks))
     trainer.ref_model = None  # reference log-probs are in the dataset now
     return trainer
+
+
+def _autocast_trainer():
+    """DPOTrainer with the policy's loss and the reference log-probs under CPU bf16 autocast
+    (fp32 weights, gradients and optimizer state; DeepSpeed keeps an outer CPU autocast)."""
+    from trl import DPOTrainer
+
+    class AutocastDPOTrainer(DPOTrainer):
+        def compute_loss(self, *args, **kwargs):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return super().compute_loss(*args, **kwargs)
+
+        def compute_ref_log_probs(self, *args, **kwargs):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return super().compute_ref_log_probs(*args, **kwargs)
+
+    return AutocastDPOTrainer
 
 
 def _own_tokenizer(tok):
@@ -341,8 +331,7 @@ def history_callback(path: Path):
                 return
             row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
                    "seconds": round(time.time() - self.t0, 3)}
-            with open(path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            launcher.append_history(path, row)
 
     return HistoryCallback()
 
@@ -360,29 +349,19 @@ def _ray_report_callback():
         ray.train.report, as Ray Train V2 requires."""
 
         def on_save(self, args, state, control, **kwargs):
-            import ray.train
-
             _barrier()
             metrics = {"step": state.global_step}
             for log in state.log_history:
                 metrics.update({k: v for k, v in log.items() if isinstance(v, (int, float))})
             ckpt = None
             if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-                d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                ckpt = ray.train.Checkpoint.from_directory(str(d))
-            ray.train.report(metrics, checkpoint=ckpt)
+                ckpt = str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            launcher.report(metrics, ckpt)
 
     return NodeReportCallback()
 
 
 # ----------------------------------------------------------------------------- the run (one worker)
-
-
-def _truncate_history(path: Path, start: int) -> None:
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _resume_step(ckpt_dir: str | None) -> int:
@@ -410,13 +389,10 @@ def train_worker(job: DPOJob, resume: str | None, under_ray: bool) -> dict:
     if under_ray and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         # working copies from an earlier attempt: Ray Train's storage holds the checkpoint to resume from
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    history = out / "history.jsonl"
+    history = launcher.history_path(out)
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            _truncate_history(history, _resume_step(resume))
-        else:
-            history.unlink(missing_ok=True)
+        launcher.truncate_history(history, _resume_step(resume))  # a fresh run (step 0): empty
     _barrier()
     callbacks = [history_callback(history)] + ([_ray_report_callback()] if under_ray else [])
     trainer = build_trainer(job, dpo_config(job, str(ckpt_dir), on_gpu), callbacks)
@@ -449,13 +425,7 @@ def _save_model(trainer, out: Path) -> None:
 
 def ray_train_worker(job: DPOJob) -> None:
     """Ray Train per-worker entry: resume from Ray Train's latest checkpoint when there is one."""
-    import ray.train
-
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        train_worker(job, None, under_ray=True)
-        return
-    with ckpt.as_directory() as d:
+    with launcher.restored_checkpoint() as d:
         train_worker(job, d, under_ray=True)
 
 
@@ -463,46 +433,28 @@ def ray_train_worker(job: DPOJob) -> None:
 
 
 def fit_dpo(job: DPOJob, log=print) -> dict:
-    """Run a DPO job on Ray Train (TorchTrainer, config.num_workers workers). Ray Train V2 restores
-    its latest checkpoint when the same job (name, <out_dir>/ray_train) runs again, and restarts
-    failed workers from it (max_failures)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from cluster.config import MALLOC_ENV
-
+    """Run a DPO job on Ray Train (training.launcher: TorchTrainer, config.num_workers workers).
+    Ray Train V2 restores its latest checkpoint when the same job (name, <out_dir>/ray_train) runs
+    again, and restarts failed workers from it (max_failures)."""
     c = job.config
     table = read_preferences(job.data)  # fail fast, before any worker starts
     out = Path(job.out_dir).resolve()
     use_gpu = _use_gpu(c)
-    _bf16(c, use_gpu)  # precision errors before the workers start
     # workers chdir elsewhere: absolute paths; they follow the driver's GPU decision
     c = replace(c, use_gpu="true" if use_gpu else "false")
     job = replace(job, out_dir=str(out), data=str(Path(job.data).resolve()), config=c)
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(MALLOC_ENV)
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Ray Train V2 routes print() to its logger as well: dill's stdout capture (datasets' fingerprints)
-    # then leaks disassembled bytecode into the logs, and HF's log lines appear twice
-    env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    if not use_gpu:
-        env["DS_ACCELERATOR"] = "cpu"
-    trainer = TorchTrainer(
-        ray_train_worker, train_loop_config=job,
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": c.cpus_per_worker}),
-        run_config=RunConfig(name=job.name, storage_path=str(out / "ray_train"),
-                             worker_runtime_env={"env_vars": env},
-                             failure_config=FailureConfig(max_failures=c.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
+    storage = out / "ray_train"
+    resume = launcher.latest_checkpoint(storage, "trainer_state.json", "global_step")
+    env = {"TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false"),
+           # Ray Train V2 routes print() to its logger as well: dill's stdout capture (datasets'
+           # fingerprints) then leaks disassembled bytecode into the logs, and HF's log lines appear twice
+           "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     log(f"dpo {job.name}: {table.num_rows} pairs, {c.num_workers} worker(s), engine {c.engine}"
         f"{f' ZeRO-{c.zero_stage}' if c.engine == 'deepspeed' else ''}, "
-        f"{'cDPO eps ' + str(c.epsilon) if c.epsilon else 'DPO'}, beta {c.beta}")
-    t0 = time.time()
-    trainer.fit()
-    return _finish(job, table.num_rows, time.time() - t0, log)
+        f"{'cDPO eps ' + str(c.epsilon) if c.epsilon else 'DPO'}, beta {c.beta}{', resuming' if resume else ''}")
+    seconds = launcher.launch(ray_train_worker, job, c, name=job.name, storage=storage, use_gpu=use_gpu, env=env)
+    return _finish(job, table.num_rows, seconds, log)
 
 
 def fit_dpo_local(job: DPOJob, log=print) -> dict:
@@ -515,19 +467,12 @@ def fit_dpo_local(job: DPOJob, log=print) -> dict:
     job = replace(job, out_dir=str(out))
     out.mkdir(parents=True, exist_ok=True)
     if job.config.engine == "deepspeed":
-        from training.trainer import _init_single_process_group
-
-        _init_single_process_group()
+        launcher.init_single_process_group()
     ckpts = out / "checkpoints"
     resume = get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
     t0 = time.time()
     train_worker(job, resume, under_ray=False)
     return _finish(job, table.num_rows, time.time() - t0, log)
-
-
-def read_history(out_dir: str | Path) -> list[dict]:
-    path = Path(out_dir) / "history.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
 
 
 def _finish(job: DPOJob, pairs: int, seconds: float, log) -> dict:
@@ -549,42 +494,24 @@ def _finish(job: DPOJob, pairs: int, seconds: float, log) -> dict:
 
 
 def fingerprint(job: DPOJob) -> str:
-    payload = json.dumps({"kind": "dpo", "policy": job.policy, "ref": job.ref_spec, "config": asdict(job.config),
-                          "data_sha256": _file_sha(job.data)}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return launcher.fingerprint({"kind": "dpo", "policy": job.policy, "ref": job.ref_spec, "config": asdict(job.config),
+                                 "data_sha256": _file_sha(job.data)})
 
 
-def run_dpo_stage(job: DPOJob, log=print) -> dict:
-    """Idempotent DPO stage: skipped when <out_dir>/_SUCCESS.json holds the same fingerprint (policy,
-    reference, config, data bytes); a different fingerprint is refused (RuntimeError), for a complete
-    run and for a partial one (_STARTED.json); a partial run of the same job resumes from its newest
-    Ray Train checkpoint."""
+def run_dpo_stage(job: DPOJob, log=print, conflict: type[JobConflict] = JobConflict) -> dict:
+    """Idempotent DPO stage (training.launcher.run_once): skipped when <out_dir>/_SUCCESS.json holds
+    the same fingerprint (policy, reference, config, data bytes); a different fingerprint is refused
+    (`conflict`, a JobConflict), for a complete run and for a partial one (_STARTED.json); a partial
+    run of the same job resumes from its newest Ray Train checkpoint."""
     read_preferences(job.data)
-    out = Path(job.out_dir)
-    marker, started = out / "_SUCCESS.json", out / "_STARTED.json"
-    fp = fingerprint(job)
-    refuse = RuntimeError(f"{out} holds a DPO run with another config, model or data; use a new run_dir or "
-                          "delete that folder")
-    if marker.is_file():
-        done = json.loads(marker.read_text())
-        if done.get("fingerprint") != fp:
-            raise refuse
-        log(f"dpo {job.name}: complete, skipped")
-        return done
-    if started.is_file() and json.loads(started.read_text()).get("fingerprint") != fp:
-        raise refuse  # a partial run of another job: its checkpoints would be resumed into this one
-    out.mkdir(parents=True, exist_ok=True)
-    started.write_text(json.dumps({"fingerprint": fp}))
-    summary = fit_dpo(job, log)
-    summary["fingerprint"] = fp
-    marker.write_text(json.dumps(summary, indent=1))
-    return summary
+    return launcher.run_once(job.out_dir, fingerprint(job), lambda: fit_dpo(job, log), label=f"dpo {job.name}",
+                             what="a DPO run with another config, model or data", log=log, conflict=conflict)
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m training.dpo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.dpo_trainer", description=__doc__.split("\n")[0])
     p.add_argument("--policy", required=True, help="model spec or directory (the SFT model)")
     p.add_argument("--ref", default=None, help="reference model spec (default: the policy)")
     p.add_argument("--data", required=True, help="Parquet with prompt / chosen / rejected")
@@ -601,10 +528,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chat", action="store_true")
     p.add_argument("--offload", action="store_true")
     a = p.parse_args(argv)
-    fields = {k: v for k, v in vars(a).items() if k in DPOStageConfig.__dataclass_fields__ and v is not None}
+    fields = {k: v for k, v in vars(a).items() if k in DPOConfig.__dataclass_fields__ and v is not None}
     fields.update(chat=a.chat, offload=a.offload)
     job = DPOJob(name=a.name, policy=a.policy, ref=a.ref, data=a.data, out_dir=a.out,
-                 config=DPOStageConfig(**fields))
+                 config=DPOConfig(**fields))
     if a.local:
         print(json.dumps(fit_dpo_local(job), indent=1))
         return

@@ -7,7 +7,14 @@ workers; `fit_local` runs it in this process (tests, debugging). Data order is a
 step (seeded permutation per epoch), so a run resumed from a checkpoint takes exactly the next
 batch the uninterrupted run would have taken.
 
-    python -m training.trainer --help     (jobs are normally started by `w2s run`)
+The run's settings are training.sft_config.TrainConfig (optimisation fields shared with DPO:
+training.optim_config.OptimConfig). Job guard, history.jsonl, checkpoint reporting, the
+TorchTrainer and resume by name + storage are training.launcher's, shared with training.dpo_trainer.
+
+precision: bf16 (`auto`: where the device supports it, training.optim_config.resolve_precision)
+is torch.autocast around the forward; weights, gradients and optimizer state stay fp32.
+
+Jobs are normally started by `w2s run` (pipelines.train_stages.run_job).
 """
 
 from __future__ import annotations
@@ -16,90 +23,24 @@ import json
 import math
 import os
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from training import launcher
 from training import losses as L
-from training.examples import SEAM_SOURCES
-from training.soft_labels import token_soft_label_loss
+from training.launcher import read_history
+from training.optim_config import resolve_precision, resolve_use_gpu
+from training.sft_config import HEADS, TrainConfig
 
-HEADS = ("lm", "classifier", "reward")
-ENGINES = ("deepspeed", "torch")
+__all__ = ["HEADS", "TrainConfig", "TrainJob", "fit", "fit_local", "read_history", "train_loop"]
 
-
-@dataclass
-class TrainConfig:
-    lr: float = 1e-5
-    epochs: float = 1.0
-    max_steps: int = 0  # > 0: exactly this many optimizer steps (overrides epochs)
-    micro_batch: int = 8  # rows per forward on each worker
-    grad_accum: int = 1  # global batch = micro_batch x grad_accum x num_workers
-    num_workers: int = 1  # Ray Train workers (data parallel)
-    cpus_per_worker: float = 1.0
-    use_gpu: str = "auto"  # auto: when CUDA is available to the driver | true | false
-    engine: str = "deepspeed"  # deepspeed | torch (plain AdamW, no ZeRO)
-    zero_stage: int = 2
-    offload: bool = False  # ZeRO optimizer state offload to CPU
-    precision: str = "auto"  # auto: bf16 autocast where supported, else fp32 | bf16 | fp32
-    # lm: next-token prediction of the option label; classifier: K-way head; reward: a scalar
-    # Bradley-Terry reward r(prompt, response) per option (preference pairs, examples with "texts")
-    head: str = "lm"
-    lm_normalize: str = "vocab"  # lm head: log-probs over the vocabulary (CLM) or over the K labels
-    max_length: int = 512
-    lr_schedule: str = "cosine"  # cosine | linear | constant
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    checkpoint_every: int = 0  # steps between checkpoints (0: none in between)
-    checkpoint_at_end: bool = True  # full state (model + optimizer) after the last step
-    max_failures: int = 1  # Ray Train restarts the workers from the last checkpoint this often
-    seed: int = 0
-    # W2S loss parameters
-    gamma_max: float = 0.5  # aux confidence loss (seed 003 Eq. 1 / 5)
-    gamma_warmup_frac: float = 0.2
-    edl_lambda: float = 1.0  # EDL KL regulariser (seed 003 Appendix B) ...
-    edl_anneal_frac: float = 0.5  # ... annealed linearly over this fraction of the steps
-    # token-level soft labels (generation tasks, method soft_tokens; seed 003 section 4.2):
-    # the per-token loss (ce: Eq. 1, edl: Eq. 5 with gamma_max / edl_lambda as above), how a word
-    # score is split onto the strong tokens (training/soft_labels.py), the EDL KL coefficient
-    # against a vocabulary-sized Dirichlet, and the per-token clamp (0: none)
-    soft_loss: str = "ce"
-    soft_split: str = "product"
-    soft_kl_coef: float = 1.0
-    soft_clamp_max: float = 0.0
-
-    def __post_init__(self):
-        checks = [
-            (self.lr > 0, "lr", "must be > 0"), (self.epochs > 0 or self.max_steps > 0, "epochs", "must be > 0"),
-            (self.max_steps >= 0, "max_steps", "must be >= 0"), (self.micro_batch >= 1, "micro_batch", "must be >= 1"),
-            (self.grad_accum >= 1, "grad_accum", "must be >= 1"), (self.num_workers >= 1, "num_workers", "must be >= 1"),
-            (self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0"),
-            (self.use_gpu in ("auto", "true", "false"), "use_gpu", "must be auto, true or false"),
-            (self.engine in ENGINES, "engine", f"must be one of {ENGINES}"),
-            (self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3"),
-            (self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32"),
-            (self.head in HEADS, "head", f"must be one of {HEADS}"),
-            (self.lm_normalize in ("vocab", "options"), "lm_normalize", "must be vocab or options"),
-            (self.max_length >= 8, "max_length", "must be >= 8"),
-            (self.lr_schedule in ("cosine", "linear", "constant"), "lr_schedule", "must be cosine, linear or constant"),
-            (self.warmup_steps >= 0 and self.checkpoint_every >= 0, "warmup_steps", "must be >= 0"),
-            (0 <= self.gamma_max <= 1, "gamma_max", "must be in [0, 1]"),
-            (0 < self.gamma_warmup_frac <= 1 and 0 < self.edl_anneal_frac <= 1, "gamma_warmup_frac", "must be in (0, 1]"),
-            (self.edl_lambda >= 0, "edl_lambda", "must be >= 0"),
-            (not (self.offload and self.engine != "deepspeed"), "offload", "needs engine: deepspeed"),
-            (self.soft_loss in ("ce", "edl"), "soft_loss", "must be ce or edl"),
-            (self.soft_split in ("product", "eq8"), "soft_split", "must be product or eq8"),
-            (self.soft_kl_coef >= 0 and self.soft_clamp_max >= 0, "soft_kl_coef", "must be >= 0 (and soft_clamp_max)"),
-        ]
-        for ok, name, msg in checks:
-            if not ok:
-                raise ValueError(f"{name}: {msg}")
+CHECKPOINT_MARKER = "w2s_step.json"  # written last into each checkpoint: {"step": n}
 
 
 @dataclass
@@ -117,6 +58,28 @@ class TrainJob:
     # one target text per example (`response`, generation tasks: SFT or token-level soft labels)
     answer: str = "label"
     num_options: int = 2
+    # the method's loss (pipelines/methods): loss(logp, logits, batch, ctx) for option heads,
+    # loss(logits, batch, ctx) for sequences; None: cross-entropy on `target` / SFT. A
+    # module-level function, so Ray Train pickles it by reference.
+    loss: Callable | None = None
+
+
+@dataclass
+class LossContext:
+    """What a loss may depend on beyond the batch: the step, the total steps, the train config
+    and the weak models' normalised weights; gamma (Eq. 1 warm-up) and the annealed EDL lambda."""
+    step: int
+    total: int
+    train: TrainConfig
+    weak_weights: torch.Tensor
+
+    @property
+    def gamma(self) -> float:
+        return L.gamma_at(self.step, self.total, self.train.gamma_max, self.train.gamma_warmup_frac)
+
+    @property
+    def lam(self) -> float:
+        return L.edl_anneal(self.step, int(self.train.edl_anneal_frac * self.total), self.train.edl_lambda)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -223,19 +186,12 @@ def sequence_logits(model, batch: dict) -> torch.Tensor:
     return model(**common, logits_to_keep=c + 1).logits[:, :-1].float()
 
 
-def sequence_loss(method: str, logits: torch.Tensor, batch: dict, step: int, total: int,
-                  t: TrainConfig) -> tuple[torch.Tensor, dict]:
-    """SFT (L.sequence_cross_entropy) on the target text, or (soft_tokens) the token-level soft
-    labels of seed 003 section 4.2 with the run's soft_* settings, gamma and annealed lambda."""
+def sequence_loss(loss_fn, logits: torch.Tensor, batch: dict, ctx: LossContext) -> tuple[torch.Tensor, dict]:
+    """The method's sequence loss, or SFT (L.sequence_cross_entropy) on the target text."""
+    if loss_fn is not None:
+        return loss_fn(logits, batch, ctx)
     targets = batch["input_ids"][:, -logits.shape[1]:]
-    if method != "soft_tokens":
-        return L.sequence_cross_entropy(logits.log_softmax(-1), targets, batch["cont_mask"]), {}
-    gamma = L.gamma_at(step, total, t.gamma_max, t.gamma_warmup_frac)
-    lam = L.edl_anneal(step, int(t.edl_anneal_frac * total), t.edl_lambda)
-    loss = token_soft_label_loss(logits, targets, batch["token_word"], batch["word_logp"], loss=t.soft_loss,
-                                 split=t.soft_split, gamma=gamma, lam=lam, kl_coef=t.soft_kl_coef,
-                                 clamp_max=t.soft_clamp_max or None)
-    return loss, {"gamma": gamma, "lambda_t": lam}
+    return L.sequence_cross_entropy(logits.log_softmax(-1), targets, batch["cont_mask"]), {}
 
 
 def option_scores(model, batch: dict, head: str, lm_normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,37 +227,21 @@ def text_scores(model, batch: dict, common: dict, lm_normalize: str) -> tuple[to
     return logp, s - s.mean(1, keepdim=True)
 
 
-def compute_loss(method: str, logp, logits, batch, step: int, total: int, t: TrainConfig,
-                 weak_weights: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    gamma = L.gamma_at(step, total, t.gamma_max, t.gamma_warmup_frac)
-    if t.head == "reward":  # weight: 1, the weak confidence or the reliability (training.examples)
+def compute_loss(loss_fn, logp, logits, batch, ctx: LossContext) -> tuple[torch.Tensor, dict]:
+    """The reward head's Bradley-Terry loss; else the method's loss, or cross-entropy on `target`."""
+    if ctx.train.head == "reward":  # weight: 1, the weak confidence or the reliability (training.examples)
         if logits.shape[1] != 2:
             raise ValueError("strong.train.head: reward trains on preference pairs (2 options per row)")
         chosen = batch["target"].long().unsqueeze(1)
         return L.bradley_terry_loss(logits.gather(1, chosen).squeeze(1), logits.gather(1, 1 - chosen).squeeze(1),
                                     batch["weight"]), {}
-    if method in ("ground_truth", "naive", "rel_filter") or method in SEAM_SOURCES:
-        return L.cross_entropy(logp, batch["target"]), {}
-    if method == "rel_reweight":
-        return L.cross_entropy(logp, batch["target"], batch["weight"]), {}
-    if method == "soft":
-        return L.soft_cross_entropy(logp, batch["soft"]), {}
-    if method == "aux_conf":
-        return L.aux_confidence_loss(logp, batch["target"], gamma), {"gamma": gamma}
-    if method == "ensemble":
-        return L.naive_multi_weak_loss(logp, batch["weak_labels"], weak_weights), {}
-    if method == "bayes":
-        lam = L.edl_anneal(step, int(t.edl_anneal_frac * total), t.edl_lambda)
-        return L.bayesian_multi_weak_loss(logits, batch["weak_probs"], weak_weights, gamma, lam), \
-            {"gamma": gamma, "lambda_t": lam}
-    raise ValueError(f"unknown training method {method!r}")
+    if loss_fn is not None:
+        return loss_fn(logp, logits, batch, ctx)
+    return L.cross_entropy(logp, batch["target"]), {}
 
 
 def _autocast(t: TrainConfig, device: str):
-    from actors.backend import cpu_supports_bf16
-
-    want = t.precision == "bf16" or (t.precision == "auto" and (
-        (device.startswith("cuda") and torch.cuda.is_bf16_supported()) or (device == "cpu" and cpu_supports_bf16())))
+    want = resolve_precision(t.precision, device) == "bf16"
     return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=want)
 
 
@@ -361,9 +301,9 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
     weak_w = torch.tensor(job.weak_weights, dtype=torch.float32, device=device)
     label_cache: dict = {}
     global_batch = t.micro_batch * t.grad_accum * world
-    history = Path(job.out_dir) / "history.jsonl"
+    history = launcher.history_path(job.out_dir)
     if rank == 0:
-        _truncate_history(history, start)
+        launcher.truncate_history(history, start)
     t0 = time.time()
     for step in range(start, steps):
         idx = step_indices(len(job.examples), step, global_batch, t.seed)
@@ -374,11 +314,11 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
             if job.answer == "sequence":
                 with _autocast(t, device):
                     logits = sequence_logits(engine or model, batch)
-                loss, extra = sequence_loss(job.method, logits, batch, step, steps, t)
+                loss, extra = sequence_loss(job.loss, logits, batch, LossContext(step, steps, t, weak_w))
             else:
                 with _autocast(t, device):
                     logp, logits = option_scores(engine or model, batch, t.head, t.lm_normalize)
-                loss, extra = compute_loss(job.method, logp, logits, batch, step, steps, t, weak_w)
+                loss, extra = compute_loss(job.loss, logp, logits, batch, LossContext(step, steps, t, weak_w))
             if engine is not None:
                 engine.backward(loss)
                 engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
@@ -399,8 +339,7 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
         metrics = {"step": step + 1, "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "tokens": n_tok,
                    "seconds": round(time.time() - t0, 3), **extra}
         if rank == 0:
-            with open(history, "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            launcher.append_history(history, metrics)
         due = (t.checkpoint_every and (step + 1) % t.checkpoint_every == 0) or (t.checkpoint_at_end and step + 1 == steps)
         if due:
             with tempfile.TemporaryDirectory(prefix="w2s-ckpt-") as d:
@@ -412,21 +351,13 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
     return {"steps": steps, "final_loss": metrics["loss"] if steps > start else None}
 
 
-def _truncate_history(path: Path, start: int) -> None:
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def _save_checkpoint(d: str, step: int, engine, model, optimizer, scheduler) -> None:
     if engine is not None:
         engine.save_checkpoint(d, tag="state", client_state={"w2s_step": step})
     else:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict()}, os.path.join(d, "state.pt"))
-    Path(d, "w2s_step.json").write_text(json.dumps({"step": step}))
+    Path(d, CHECKPOINT_MARKER).write_text(json.dumps({"step": step}))
 
 
 def _load_checkpoint(d: str, engine, model, optimizer, scheduler) -> int:
@@ -437,7 +368,7 @@ def _load_checkpoint(d: str, engine, model, optimizer, scheduler) -> int:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-    return json.loads(Path(d, "w2s_step.json").read_text())["step"]
+    return json.loads(Path(d, CHECKPOINT_MARKER).read_text())["step"]
 
 
 def _save_model(job: TrainJob, engine, model, tok, rank: int) -> None:
@@ -463,68 +394,37 @@ def _save_model(job: TrainJob, engine, model, tok, rank: int) -> None:
 
 
 def ray_train_worker(job: TrainJob) -> None:
-    """Ray Train per-worker entry: rank / world / checkpoint from ray.train."""
+    """Ray Train per-worker entry: rank / world from ray.train, the restored checkpoint (if any)
+    from training.launcher."""
     import ray.train
 
     ctx = ray.train.get_context()
-    ckpt = ray.train.get_checkpoint()
-
-    def report(metrics, d):
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if d else None)
-
-    if ckpt is None:
-        train_loop(job, ctx.get_world_rank(), ctx.get_world_size(), None, report)
-        return
-    with ckpt.as_directory() as d:
-        train_loop(job, ctx.get_world_rank(), ctx.get_world_size(), d, report)
+    with launcher.restored_checkpoint() as d:
+        train_loop(job, ctx.get_world_rank(), ctx.get_world_size(), d, launcher.report)
 
 
-def _use_gpu(t: TrainConfig) -> bool:
-    return t.use_gpu == "true" or (t.use_gpu == "auto" and torch.cuda.is_available())
-
-
-def latest_checkpoint(storage: Path):
-    """The newest complete Ray Train checkpoint under a run's storage folder, or None."""
-    import ray.train
-
-    found = sorted(storage.glob("**/checkpoint_*/w2s_step.json"), key=lambda p: json.loads(p.read_text())["step"])
-    return ray.train.Checkpoint.from_directory(str(found[-1].parent)) if found else None
+def latest_checkpoint(storage: Path) -> Path | None:
+    """The newest complete Ray Train checkpoint folder under a run's storage folder, or None."""
+    return launcher.latest_checkpoint(storage, CHECKPOINT_MARKER, "step")
 
 
 def fit(job: TrainJob, log=print) -> dict:
-    """Run a job on Ray Train (TorchTrainer, job.train.num_workers workers); resumes from the
-    newest checkpoint under <out_dir>/ray_train, and restarts failed workers from it. Ray Train 2.60
-    (Train V2) restores a run's newest checkpoint itself when the same name and storage path run
-    again (it refuses `resume_from_checkpoint`); `ray.train.get_checkpoint()` hands it to the loop."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
+    """Run a job on Ray Train (training.launcher: TorchTrainer, job.train.num_workers workers);
+    resumes from the newest checkpoint under <out_dir>/ray_train, and restarts failed workers from
+    it. Ray Train 2.60 (Train V2) restores a run's newest checkpoint itself when the same name and
+    storage path run again (it refuses `resume_from_checkpoint`); `ray.train.get_checkpoint()`
+    hands it to the loop."""
     t = job.train
     out = Path(job.out_dir).resolve()
     job = replace(job, out_dir=str(out))  # workers run in their own working directories
     storage = out / "ray_train"
     resume = latest_checkpoint(storage)
-    use_gpu = _use_gpu(t)
-    resources = {"CPU": t.cpus_per_worker}
-    from cluster.config import MALLOC_ENV
-
-    env = dict(MALLOC_ENV)
-    if not use_gpu:
-        env["DS_ACCELERATOR"] = "cpu"  # explicit: DeepSpeed otherwise warns on every worker
-    trainer = TorchTrainer(
-        ray_train_worker, train_loop_config=job,
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=job.name, storage_path=str(storage), worker_runtime_env={"env_vars": env},
-                             failure_config=FailureConfig(max_failures=t.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    t0 = time.time()
     log(f"train {job.name}: {len(job.examples)} examples, {t.num_workers} worker(s), engine {t.engine}"
         f"{f' ZeRO-{t.zero_stage}' if t.engine == 'deepspeed' else ''}"
         f"{', resuming' if resume else ''}")
-    trainer.fit()
-    return _finish(job, time.time() - t0, log)
+    seconds = launcher.launch(ray_train_worker, job, t, name=job.name, storage=storage,
+                              use_gpu=resolve_use_gpu(t.use_gpu))
+    return _finish(job, seconds, log)
 
 
 def fit_local(job: TrainJob, log=print) -> dict:
@@ -541,29 +441,9 @@ def fit_local(job: TrainJob, log=print) -> dict:
 
     t0 = time.time()
     if job.train.engine == "deepspeed":
-        _init_single_process_group()
+        launcher.init_single_process_group()
     train_loop(job, 0, 1, resume, report)
     return _finish(job, time.time() - t0, log)
-
-
-def _init_single_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-                       "LOCAL_RANK": "0"})
-    import deepspeed
-
-    deepspeed.init_distributed(dist_backend="gloo")
-
-
-def read_history(out_dir: str | Path) -> list[dict]:
-    path = Path(out_dir) / "history.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
 
 
 def _finish(job: TrainJob, seconds: float, log) -> dict:

@@ -1,0 +1,115 @@
+"""One optimisation config (training.optim_config.OptimConfig) under the SFT and the DPO settings:
+TrainConfig and DPOConfig share its fields and its one validator (each error names the one field
+that is wrong), YAML keys keep working through inheritance, and `precision: auto` resolves the
+same way for both trainers (resolve_precision)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from actors import backend
+from cluster.loader import build
+from training.dpo_config import DPOConfig
+from training.optim_config import OptimConfig, resolve_precision
+from training.sft_config import TrainConfig
+
+SHARED = [f.name for f in dataclasses.fields(OptimConfig)]
+
+
+def _message(cls, **kw) -> str:
+    with pytest.raises(ValueError) as e:
+        cls(**kw)
+    return str(e.value)
+
+
+def test_both_configs_extend_the_optimisation_config():
+    assert issubclass(TrainConfig, OptimConfig) and issubclass(DPOConfig, OptimConfig)
+    for cls in (TrainConfig, DPOConfig):
+        assert [f.name for f in dataclasses.fields(cls)][:len(SHARED)] == SHARED
+    # each class keeps its own defaults: SFT's are OptimConfig's, DPO overrides three
+    assert {k: getattr(TrainConfig(), k) for k in SHARED} == dataclasses.asdict(OptimConfig())
+    d = DPOConfig()
+    assert (d.lr, d.micro_batch, d.max_length) == (5e-7, 4, 1024)
+    assert {k: getattr(d, k) for k in SHARED if k not in ("lr", "micro_batch", "max_length")} == \
+        {k: v for k, v in dataclasses.asdict(OptimConfig()).items() if k not in ("lr", "micro_batch", "max_length")}
+    assert set(dataclasses.fields(DPOConfig)) - set(dataclasses.fields(OptimConfig))  # beta, epsilon, ...
+    assert "beta" not in TrainConfig.__dataclass_fields__ and "head" not in DPOConfig.__dataclass_fields__
+
+
+@pytest.mark.parametrize("field,value", [
+    ("precision", "fp16"), ("checkpoint_every", -1), ("warmup_steps", -1), ("lr", 0.0), ("epochs", 0.0),
+    ("max_steps", -1), ("micro_batch", 0), ("grad_accum", 0), ("num_workers", 0), ("cpus_per_worker", 0.0),
+    ("use_gpu", "yes"), ("engine", "fsdp"), ("zero_stage", 4), ("max_length", 4), ("lr_schedule", "step"),
+    ("weight_decay", -0.1), ("grad_clip", 0.0), ("max_failures", -1), ("seed", -1),
+])
+def test_shared_fields_have_one_validator(field, value):
+    messages = {_message(cls, **{field: value}) for cls in (OptimConfig, TrainConfig, DPOConfig)}
+    assert len(messages) == 1  # the same message from both trainers' configs
+    (msg,) = messages
+    assert msg.split(": ", 1)[0] == field  # names exactly the field that is wrong
+
+
+def test_offload_rule_is_shared():
+    assert _message(TrainConfig, engine="torch", offload=True) == _message(DPOConfig, engine="torch", offload=True) \
+        == "offload: needs engine: deepspeed"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("head", "value"), ("lm_normalize", "tokens"), ("gamma_max", 1.5), ("gamma_warmup_frac", 0.0),
+    ("edl_lambda", -1.0), ("edl_anneal_frac", 0.0), ("edl_anneal_frac", 1.5), ("soft_loss", "mse"),
+    ("soft_split", "sum"), ("soft_kl_coef", -1.0), ("soft_clamp_max", -1.0),
+])
+def test_sft_fields_name_themselves(field, value):
+    assert _message(TrainConfig, **{field: value}).split(": ", 1)[0] == field
+
+
+@pytest.mark.parametrize("field,value", [("beta", 0.0), ("epsilon", 0.5), ("epsilon", -0.1)])
+def test_dpo_fields_name_themselves(field, value):
+    assert _message(DPOConfig, **{field: value}).split(": ", 1)[0] == field
+
+
+def test_yaml_keys_keep_working_through_inheritance():
+    from pipelines.align import AlignConfig
+    from pipelines.roles import StrongConfig
+
+    strong = build(StrongConfig, {"spec": "tiny:llama:1", "train": {"lr": 3e-4, "warmup_steps": 2, "gamma_max": 0.3}})
+    assert (strong.train.lr, strong.train.warmup_steps, strong.train.gamma_max) == (3e-4, 2, 0.3)
+    align = build(AlignConfig, {"dpo": {"lr": 1e-6, "epsilon": 0.1, "precision": "fp32"}})
+    assert isinstance(align.dpo, DPOConfig) and (align.dpo.lr, align.dpo.epsilon, align.dpo.precision) == \
+        (1e-6, 0.1, "fp32")
+    with pytest.raises(ValueError, match=r"^dpo\.checkpoint_every: must be >= 0"):
+        build(AlignConfig, {"dpo": {"checkpoint_every": -1}})
+    with pytest.raises(ValueError, match=r"^train\.edl_anneal_frac: must be in \(0, 1\]"):
+        build(StrongConfig, {"spec": "tiny:llama:1", "train": {"edl_anneal_frac": 0}})
+
+
+@pytest.mark.parametrize("cpu_bf16", [True, False])
+def test_precision_auto_resolves_the_same_for_both_trainers(monkeypatch, tmp_path, cpu_bf16):
+    from training import dpo_trainer as D
+    from training.sft_trainer import _autocast
+
+    monkeypatch.setattr(backend, "cpu_supports_bf16", lambda: cpu_bf16)
+    want = "bf16" if cpu_bf16 else "fp32"
+    assert resolve_precision("auto", "cpu") == want
+    assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="^precision: "):
+        resolve_precision("fp16", "cpu")
+    # SFT: bf16 autocast around the forward exactly when resolved to bf16
+    with _autocast(TrainConfig(), "cpu"):
+        assert torch.is_autocast_enabled("cpu") == cpu_bf16
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    # DPO, engine torch: HF / TRL bf16 on the CPU (accelerate's autocast)
+    job = D.DPOJob(name="p", policy="tiny:llama:1", data=str(tmp_path / "p.parquet"), out_dir=str(tmp_path),
+                   config=DPOConfig(engine="torch"))
+    args = D.dpo_config(job, str(tmp_path / "ck"), on_gpu=False)
+    assert args.bf16 == cpu_bf16 and args.use_cpu
+    # DPO, engine deepspeed on CPU: DeepSpeed in fp32, the trainer's forwards under bf16 autocast
+    ds = dataclasses.replace(job, config=DPOConfig(engine="deepspeed"))
+    assert not D.dpo_config(ds, str(tmp_path / "ck"), on_gpu=False).bf16
+    assert D._cpu_autocast(ds.config, on_gpu=False) == cpu_bf16
+    # explicit values are not resolved
+    assert not D.dpo_config(dataclasses.replace(job, config=DPOConfig(engine="torch", precision="fp32")),
+                            str(tmp_path / "ck"), on_gpu=False).bf16
+    with _autocast(TrainConfig(precision="fp32"), "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
