@@ -80,7 +80,10 @@ def _check_meta(meta, where: str) -> None:
     unknown = sorted(set(meta["template"]) - known)
     if unknown:
         raise ValueError(f"{where}: template.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
-    TemplateConfig(**meta["template"])  # raises ValueError naming template.<field>
+    try:
+        TemplateConfig(**meta["template"])
+    except ValueError as e:  # the class names its own field
+        raise ValueError(f"template.{e}") from None
 
 
 # ---- pure helpers shared by RewardScorer and the server (same numbers on both paths) ----
