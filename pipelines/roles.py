@@ -97,7 +97,8 @@ class RewardConfig:
     def __post_init__(self):
         if self.kind not in ("bt", "judge"):
             raise ValueError(f"kind: must be bt or judge, got {self.kind!r}")
-        if registry.METHODS.get(self.judge_method, registry.Method("", "", None, task="")).task != "choice":
+        judge = registry.METHODS.get(self.judge_method)
+        if judge is None or judge.task != "choice":
             raise ValueError(f"judge_method: unknown option-choice method {self.judge_method!r}")
         if "{prompt}" not in self.format or "{response}" not in self.format:
             raise ValueError("format: must contain {prompt} and {response}")
