@@ -39,3 +39,15 @@ class ModelConfig:
         self.name = checked_name(self.spec, self.name)
         if self.weight <= 0:
             raise ValueError(f"weight: must be > 0, got {self.weight}")
+
+
+@dataclass
+class DerivedModelConfig(ModelConfig):
+    """A role whose model the run derives when `spec` is empty (the policy and the reward model
+    start from strong.spec); a given spec is checked like any other."""
+
+    def __post_init__(self):
+        if self.spec:
+            super().__post_init__()
+        elif self.weight <= 0:
+            raise ValueError(f"weight: must be > 0, got {self.weight}")

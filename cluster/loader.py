@@ -93,6 +93,8 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         raise ValueError(f"{path or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    if hasattr(cls, "select"):  # a family of root configs: the mapping says which one
+        cls = cls.select(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))

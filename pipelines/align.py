@@ -16,25 +16,25 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from actors.backend import BackendConfig
+from pipelines.data import fingerprint
 from pipelines.dpo_pairs import PairsConfig, clean, pairs_stage
+from pipelines.runner import Role, StreamStage, read_complete, run_stage
 from training.dpo_config import DPOConfig
 
 
 @dataclass
 class AlignConfig:
     enabled: bool = False
-    policy: str = ""  # the SFT policy to align ("" = strong.spec)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     eval_max_new_tokens: int = 32
     tie_margin: float = 0.05  # |P(DPO preferred) - 0.5| <= tie_margin counts as a tie
-    backend: BackendConfig = field(default_factory=BackendConfig)  # policy and judge inference
 
     def __post_init__(self):
         if not 0 <= self.tie_margin < 0.5:
@@ -71,19 +71,17 @@ def stage_reward(cfg, log=print) -> dict:
 
 
 def stage_pairs(cfg, log=print) -> dict:
-    a = cfg.align
-    backend = replace(a.backend, head="lm")
-    return pairs_stage(cfg.root / "data" / "held_out", cfg.root / "dpo_pairs", a.pairs, a.policy or cfg.strong.spec,
-                       backend, reward_dirs(cfg.root, cfg)["w2s"], a.backend, cfg.weak.labelling(cfg.root),
-                       cfg.cluster, log)
+    backend = replace(cfg.policy.backend, head="lm")
+    return pairs_stage(cfg.root / "data" / "held_out", cfg.root / "dpo_pairs", cfg.align.pairs,
+                       cfg.policy.spec or cfg.strong.spec, backend, reward_dirs(cfg.root, cfg)["w2s"],
+                       cfg.reward.backend, cfg.weak.labelling(cfg.root), cfg.cluster, log)
 
 
 def stage_dpo(cfg, log=print) -> dict:
     from pipelines.runner import StageConflict
     from training.dpo_trainer import DPOJob, run_dpo_stage
 
-    a = cfg.align
-    job = DPOJob(name="dpo", policy=a.policy or cfg.strong.spec, out_dir=str(cfg.root / "dpo"), config=a.dpo,
+    job = DPOJob(name="dpo", policy=cfg.policy.spec or cfg.strong.spec, out_dir=str(cfg.root / "dpo"), config=cfg.align.dpo,
                  data=str(cfg.root / "dpo_pairs" / "train.parquet"))
     return run_dpo_stage(job, log, conflict=StageConflict)
 
@@ -98,51 +96,97 @@ def win_tie_lose(p_new: list[float], margin: float) -> dict:
             "win_rate": win / n if n else None, "lose_rate": lose / n if n else None}
 
 
-def stage_align_eval(cfg, log=print) -> dict:
-    """Test prompts: SFT vs DPO policy answers judged by the ground-truth reward model; reward
-    models' pairwise accuracy on the labelled test pairs."""
+ANSWER_SCHEMA = pa.schema([("id", pa.string()), ("answer", pa.string())])
+JUDGE_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int64()), ("p_first_w2s", pa.float64()),
+                          ("p_first_ceiling", pa.float64()), ("p_dpo", pa.float64())])
+
+
+def answer_batch(batch: pa.Table, *, actors: dict, prompt_format: str, max_new_tokens: int, first_line: bool) -> pa.Table:
+    """One policy's greedy answers to a batch of test prompts ("(empty)" for an empty one)."""
     import ray
 
-    from actors.reward import RewardActor
+    rows = batch.to_pylist()
+    prompts = [prompt_format.replace("{prompt}", r["prompt"]) for r in rows]
+    gen = ray.get(actors["policy"][0].generate.remote(prompts, 1, max_new_tokens, 0.0, 0))
+    return pa.Table.from_pylist([{"id": r["id"], "answer": clean(o[0][0], first_line) or "(empty)"}
+                                 for r, o in zip(rows, gen)], schema=ANSWER_SCHEMA)
+
+
+def judge_batch(batch: pa.Table, *, actors: dict, answers: dict) -> pa.Table:
+    """Per test row: P(first option preferred) by both reward models (labelled rows) and the
+    judge's P(DPO answer preferred over the SFT answer); identical answers are a tie (0.5)."""
+    import ray
+
+    rows = batch.to_pylist()
+    w2s, ceiling = actors["reward"]
+    lab = [r for r in rows if r["label"] is not None]
+    args = ([r["prompt"] for r in lab], [r["options"][0] for r in lab], [r["options"][1] for r in lab])
+    first = {"w2s": ray.get(w2s.compare.remote(*args)), "ceiling": ray.get(ceiling.compare.remote(*args))}
+    sft, dpo = [answers[r["id"]][0] for r in rows], [answers[r["id"]][1] for r in rows]
+    p_dpo = ray.get(ceiling.compare.remote([r["prompt"] for r in rows], dpo, sft))
+    by_id = {r["id"]: i for i, r in enumerate(lab)}
+    return pa.Table.from_pylist([
+        {"id": r["id"], "label": r["label"],
+         "p_first_w2s": first["w2s"][by_id[r["id"]]] if r["id"] in by_id else None,
+         "p_first_ceiling": first["ceiling"][by_id[r["id"]]] if r["id"] in by_id else None,
+         "p_dpo": 0.5 if s == d else p} for r, s, d, p in zip(rows, sft, dpo, p_dpo)], schema=JUDGE_SCHEMA)
+
+
+def policy_answers(cfg, name: str, spec: str, log=print) -> dict[str, str]:
+    """Greedy answers of one policy to the test prompts (a stage of the runner): id -> answer."""
     from actors.strong import StrongActor
-    from cluster.connect import connect
-    from cluster.plan import plan_resources
-    from cluster.worker_group import WorkerGroup
-    from pipelines.runner import cluster_cpus
+
+    a, out_dir = cfg.align, cfg.root / "align_eval" / name
+    backend = replace(cfg.policy.backend, head="lm")
+    run_stage(StreamStage(
+        kind="align_eval/answers", split_dir=cfg.root / "data" / "test", out_dir=out_dir, label=f"align_eval {name}",
+        config={"spec": spec, "backend": asdict(backend), "prompt_format": a.pairs.prompt_format,
+                "max_new_tokens": a.eval_max_new_tokens, "first_line": a.pairs.first_line},
+        what="align_eval policy", describe=f"greedy answers of the {name} policy ({spec})",
+        roles=[Role("policy", StrongActor, [{"name": name, "spec": spec, "backend": backend}], [name])],
+        batch_fn=answer_batch, batch_rows=a.pairs.batch_rows, schema=ANSWER_SCHEMA,
+        batch_kwargs={"prompt_format": a.pairs.prompt_format, "max_new_tokens": a.eval_max_new_tokens,
+                      "first_line": a.pairs.first_line},
+        finalize=lambda table, run: {"line": f"{table.num_rows} answers"}), cfg.cluster, log)
+    t = read_complete(out_dir / "_shards", cfg.root / "data" / "test", ANSWER_SCHEMA)
+    return dict(zip(t["id"].to_pylist(), t["answer"].to_pylist()))
+
+
+def stage_align_eval(cfg, log=print) -> dict:
+    """Test prompts: SFT vs DPO policy answers (one runner stage each) judged by the ground-truth
+    reward model, and both reward models' pairwise accuracy on the labelled test pairs (one
+    runner stage with the two reward actors)."""
+    from actors.reward import RewardActor
     from pipelines.data import read_split
 
     a, root = cfg.align, cfg.root
+    sft = policy_answers(cfg, "sft", cfg.policy.spec or cfg.strong.spec, log)
+    dpo = policy_answers(cfg, "dpo", str(root / "dpo" / "model"), log)
+    dirs = reward_dirs(root, cfg)
+
+    def finalize(table: pa.Table, run: dict) -> dict:
+        t = table.to_pylist()
+        lab = [r for r in t if r["label"] is not None]
+        out = {f"rm_accuracy_{role}": float(np.mean([(r[f"p_first_{role}"] > 0.5) == (r["label"] == 0) for r in lab]))
+               for role in ("w2s", "ceiling")}
+        p_dpo = [r["p_dpo"] for r in t]
+        return {**out, "judge": win_tie_lose(p_dpo, a.tie_margin), "mean_p_dpo": float(np.mean(p_dpo))}
+
+    judged = run_stage(StreamStage(
+        kind="align_eval/judge", split_dir=root / "data" / "test", out_dir=root / "align_eval" / "judge",
+        config={"reward_dirs": dirs, "backend": asdict(cfg.reward.backend), "tie_margin": a.tie_margin,
+                "answers": fingerprint({"sft": sft, "dpo": dpo})},
+        what="align_eval judge", describe="the impartial judge (reward_ceiling) and the W2S reward model",
+        roles=[Role("reward", RewardActor, [{"name": role, "model_dir": d, "backend": cfg.reward.backend}
+                                            for role, d in dirs.items()], list(dirs))],
+        batch_fn=judge_batch, batch_rows=a.pairs.batch_rows, schema=JUDGE_SCHEMA,
+        batch_kwargs={"answers": {i: (sft[i], dpo[i]) for i in sft}}, finalize=finalize), cfg.cluster, log)
     rows = read_split(root / "data" / "test")
-    prompts = [a.pairs.prompt_format.replace("{prompt}", r["prompt"]) for r in rows]
-    plan = plan_resources({"policy": 1}, cfg.cluster, cluster_cpus(cfg.cluster))
-    connect(cfg.cluster, plan.total_gpus)
-    answers = {}
-    for name, spec in (("sft", a.policy or cfg.strong.spec), ("dpo", str(root / "dpo" / "model"))):
-        with WorkerGroup(StrongActor, plan.roles["policy"], cfg.cluster,
-                         [{"name": name, "spec": spec, "backend": replace(a.backend, head="lm")}], [name]) as g:
-            gen = ray.get(g.actors[0].generate.remote(prompts, 1, a.eval_max_new_tokens, 0.0, 0))
-        answers[name] = [clean(o[0][0], a.pairs.first_line) or "(empty)" for o in gen]
-    result = {"prompts": len(rows), "changed": sum(x != y for x, y in zip(answers["sft"], answers["dpo"]))}
-    labelled = [r for r in rows if r["label"] is not None]
-    for role, d in reward_dirs(root, cfg).items():
-        with WorkerGroup(RewardActor, plan.roles["policy"], cfg.cluster,
-                         [{"name": role, "model_dir": d, "backend": a.backend}], [role]) as g:
-            actor = g.actors[0]
-            p_first = ray.get(actor.compare.remote([r["prompt"] for r in labelled], [r["options"][0] for r in labelled],
-                                                   [r["options"][1] for r in labelled]))
-            acc = float(np.mean([(p > 0.5) == (r["label"] == 0) for p, r in zip(p_first, labelled)]))
-            result[f"rm_accuracy_{role}"] = acc
-            if role == "ceiling":
-                p_dpo = ray.get(actor.compare.remote([r["prompt"] for r in rows], answers["dpo"], answers["sft"]))
-                same = [x == y for x, y in zip(answers["sft"], answers["dpo"])]
-                p_dpo = [0.5 if s else p for p, s in zip(p_dpo, same)]  # identical answers: a tie
-                result["judge"] = win_tie_lose(p_dpo, a.tie_margin)
-                result["mean_p_dpo"] = float(np.mean(p_dpo))
-    examples = [{"prompt": r["prompt"], "sft": s, "dpo": d} for r, s, d in zip(rows[:5], answers["sft"], answers["dpo"])]
-    (root / "align_eval").mkdir(exist_ok=True)
+    result = {"prompts": len(rows), "changed": sum(sft[r["id"]] != dpo[r["id"]] for r in rows),
+              **{k: judged[k] for k in ("rm_accuracy_w2s", "rm_accuracy_ceiling", "judge", "mean_p_dpo")}}
     (root / "align_eval" / "answers.json").write_text(json.dumps(
-        [{"id": r["id"], "sft": s, "dpo": d} for r, s, d in zip(rows, answers["sft"], answers["dpo"])], indent=1))
-    result["examples"] = examples
+        [{"id": r["id"], "sft": sft[r["id"]], "dpo": dpo[r["id"]]} for r in rows], indent=1))
+    result["examples"] = [{"prompt": r["prompt"], "sft": sft[r["id"]], "dpo": dpo[r["id"]]} for r in rows[:5]]
     j = result["judge"]
     log(f"align_eval: DPO vs SFT on {j['n']} test prompts: win {j['win']} / tie {j['tie']} / lose {j['lose']}; "
         f"reward-model pairwise accuracy w2s {result['rm_accuracy_w2s']:.3f}, ceiling {result['rm_accuracy_ceiling']:.3f}")

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from actors.prompts import TemplateConfig, render
 from pipelines import reliability as rel
+from pipelines.formatting import fmt
 from pipelines.runner import Role, StreamStage, batch_tokens_column, read_manifest, run_stage
 
 # how annotate_stage combines the weak answers of a row (annotate.method is checked against the
@@ -213,9 +214,7 @@ def accuracy_line(s: dict) -> str:
         return ""
     line = f"weak-label accuracy {s['accuracy']:.3f}"
     if s["method"] == "reliability":
-        line += f" (kept {s['kept']} rows: {_fmt(s['accuracy_kept'])}, filtered: {_fmt(s['accuracy_filtered'])})"
+        line += f" (kept {s['kept']} rows: {fmt(s['accuracy_kept'])}, filtered: {fmt(s['accuracy_filtered'])})"
     return line
 
 
-def _fmt(x):
-    return "n/a" if x is None else f"{x:.3f}"

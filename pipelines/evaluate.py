@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.formatting import fmt
+
 
 def pgr(w2s: float, weak: float, ceiling: float) -> float | None:
     """Seed 000 Eq. 4 (denominator as written there: the absolute gap)."""
@@ -126,8 +128,8 @@ def alignment_lines(root: Path, metrics: dict) -> list[str]:
     plot_win_tie_lose(j, root / "win_tie_lose.png")
     pairs = metrics["stages"].get("dpo_pairs", {})
     lines = ["## Alignment: W2S reward model -> DPO pairs -> cDPO", "",
-             f"Reward models' pairwise accuracy on the test pairs: W2S reward model {_fmt(al['rm_accuracy_w2s'])}, "
-             f"ground-truth reward model (the judge) {_fmt(al['rm_accuracy_ceiling'])}.",
+             f"Reward models' pairwise accuracy on the test pairs: W2S reward model {fmt(al['rm_accuracy_w2s'])}, "
+             f"ground-truth reward model (the judge) {fmt(al['rm_accuracy_ceiling'])}.",
              f"DPO pairs: {pairs.get('pairs', 'n/a')} from {pairs.get('prompts', 'n/a')} prompts. "
              f"DPO changed {al['changed']} of {al['prompts']} greedy test answers.", "",
              "| DPO policy vs SFT policy (impartial judge) | win | tie | lose |", "|---|---|---|---|",
@@ -136,10 +138,6 @@ def alignment_lines(root: Path, metrics: dict) -> list[str]:
     for e in al.get("examples", [])[:3]:
         lines += [f"- {e['prompt'][:120]!r}: SFT {e['sft'][:80]!r} / DPO {e['dpo'][:80]!r}"]
     return lines + [""]
-
-
-def _fmt(x):
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 def load_metrics(root: Path) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from actors.model_config import ModelConfig
+from actors.model_config import DerivedModelConfig, ModelConfig
 from pipelines import methods as registry
 from training.examples import REWARD_WEIGHTS
 from training.sft_config import TrainConfig
@@ -83,18 +83,20 @@ class RewardTrainConfig(TrainConfig):
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(DerivedModelConfig):
+    """The W2S reward model: the model shape (spec "" = strong.spec: the model the bt head is
+    trained from; backend: how the reward models score pairs and answers) and its training."""
     enabled: bool = False
     # bt: a scalar Bradley-Terry head trained on the weak labels; judge: the generative pairwise
     # judge strong_w2s/<judge_method> (the option-choice model), served as is
     kind: str = "bt"
     judge_method: str = "naive"
-    spec: str = ""  # model to train the bt head from ("" = strong.spec)
     format: str = "{prompt}\nAnswer: {response}"  # the text a bt reward model reads
     weight_by: str = "none"  # none | confidence | reliability (per-pair loss weight)
     train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.kind not in ("bt", "judge"):
             raise ValueError(f"kind: must be bt or judge, got {self.kind!r}")
         judge = registry.METHODS.get(self.judge_method)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from actors.backend import BackendConfig
-from actors.model_config import ModelConfig
+from actors.model_config import DerivedModelConfig, ModelConfig
 from cluster.config import ClusterConfig
 from pipelines.align import AlignConfig
 from pipelines.annotate import AnnotateConfig, annotate_stage
@@ -35,47 +35,54 @@ from pipelines.roles import RewardConfig, StrongConfig, WeakConfig
 
 @dataclass
 class RunConfig:
+    """What every recipe shares: the roles (weak, strong), the cluster, the prompt template.
+
+    A config file is one recipe, a root config that adds its own sections (RECIPES):
+      w2s         classification W2S (data, annotate): weak labels -> strong_w2s/<method> -> eval
+      seam        w2s with SEAM's search as the labeller (+ seam, seam_stage)
+      align       w2s + the W2S reward model, DPO of a policy, win / tie / lose (+ reward, policy, align)
+      generation  joint decoding, SFT / soft tokens, token F1 (gen_data, joint)
+    `recipe:` names it; without one it is read from the sections given (task: generation or a
+    gen_data / joint section -> generation; annotate.method: seam or a seam section -> seam; a reward / policy / align
+    section -> align; else w2s). A section of another recipe is an unknown field."""
     weak: WeakConfig
     run_dir: str = "runs/default"
-    # choice: option-choice / preference rows (data.*); generation: prompt + reference rows
-    # (gen_data.*), joint decoding as the weak labels (joint.*), pipelines/gen_run.py
-    task: str = "choice"
+    recipe: str = ""
+    # choice: option-choice / preference rows; generation: prompt + reference rows (the recipe's)
+    task: str = ""
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    data: DataConfig = field(default_factory=DataConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
-    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     strong: StrongConfig = field(default_factory=StrongConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    align: AlignConfig = field(default_factory=AlignConfig)
-    # annotate.method=seam: the FF-tree search (strong.spec searches, weak.models[0] decides)
-    seam: SeamConfig = field(default_factory=SeamConfig)
-    seam_stage: SeamStageConfig = field(default_factory=SeamStageConfig)
-    gen_data: GenDataConfig = field(default_factory=GenDataConfig)
-    joint: JointConfig = field(default_factory=JointConfig)
+
+    NAME = ""
+    TASK = "choice"
+
+    @classmethod
+    def select(cls, data: dict) -> type:
+        """The recipe class a YAML mapping describes (the loader calls this on RunConfig)."""
+        if cls is not RunConfig:
+            return cls
+        name = data.get("recipe") or _infer_recipe(data)
+        if name not in RECIPES:
+            raise ValueError(f"recipe: must be one of {sorted(RECIPES)}, got {name!r}")
+        return RECIPES[name]
 
     def __post_init__(self):
-        if self.task not in ("choice", "generation"):
-            raise ValueError(f"task: must be choice or generation, got {self.task!r}")
-        labels = self.labeller.name  # the annotate.method (or joint) is known: registered
+        if self.recipe not in ("", self.NAME):
+            raise ValueError(f"recipe: this config is the {self.NAME} recipe, got {self.recipe!r}")
+        self.recipe = self.NAME
+        if self.task not in ("", self.TASK):
+            raise ValueError(f"task: the {self.NAME} recipe runs task: {self.TASK}, got {self.task!r}")
+        self.task = self.TASK
+        if not self.run_dir:
+            raise ValueError("run_dir: must be a non-empty path")
+        labels = self.labeller.name
         for m in self.strong.methods:
             reason = methods.unfit(m, labels, self.task)
             if reason:
                 raise ValueError(f"strong.methods: {reason}")
         if self.labeller.check:
             self.labeller.check(self)
-        if self.task == "generation":
-            for name in ("reward", "align"):
-                if getattr(self, name).enabled:
-                    raise ValueError(f"{name}.enabled: the alignment stages need a preference task (task: choice)")
-            if self.weak.finetune or self.strong.bootstrap:
-                raise ValueError("weak.finetune / strong.bootstrap: not available on a generation task")
-            self.joint.resolved_weights(len(self.weak.models))
-        if self.align.enabled and not self.reward.enabled:
-            raise ValueError("align.enabled: the alignment stage needs reward.enabled: true")
-        if self.reward.enabled and self.reward.kind == "judge" and self.reward.judge_method not in self.strong.methods:
-            raise ValueError(f"reward.judge_method: {self.reward.judge_method} is not in strong.methods")
-        if not self.run_dir:
-            raise ValueError("run_dir: must be a non-empty path")
         if self.strong.train.head == "classifier" and self.template.answer == "text":
             raise ValueError("strong.train.head: classifier needs template.answer: label")
 
@@ -86,15 +93,143 @@ class RunConfig:
 
     @property
     def labeller(self) -> methods.Labeller:
-        """Who makes the weak labels: annotate.method on a choice task, joint decoding on generation."""
-        name = "joint" if self.task == "generation" else self.annotate.method
+        """Who makes the weak labels (pipelines/methods): annotate.method, or joint decoding."""
+        name = self.labeller_name
         try:
             found = methods.labeller(name)
         except ValueError as e:
             raise ValueError(f"annotate.method: {e}") from None
         if found.task != self.task:
-            raise ValueError(f"annotate.method: {name} labels {found.task} tasks, this run is task: {self.task}")
+            raise ValueError(f"annotate.method: {name} labels {found.task} tasks, the {self.NAME} recipe is task: {self.task}")
         return found
+
+    def stages(self) -> list:
+        raise NotImplementedError
+
+    def plans(self) -> list[dict]:
+        """The role counts of every stage's placement plan (gpus_needed takes the largest)."""
+        return [{"weak": len(self.weak.models)}, {"strong": 1}]
+
+
+@dataclass
+class W2SRecipe(RunConfig):
+    """Classification W2S: option-choice rows (data.*), weak labels by annotate.method."""
+    data: DataConfig = field(default_factory=DataConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+
+    NAME = "w2s"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.NAME != "seam" and self.annotate.method == "seam":
+            raise ValueError("annotate.method: seam is the seam recipe (recipe: seam, with its seam / seam_stage sections)")
+
+    @property
+    def labeller_name(self) -> str:
+        return self.annotate.method
+
+    @property
+    def source(self) -> str:
+        return self.data.source
+
+    def stages(self) -> list:
+        return [("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate),
+                ("strong_ceiling", stage_ceiling), ("strong_w2s", stage_w2s), ("eval", stage_eval)]
+
+
+@dataclass
+class SeamRecipe(W2SRecipe):
+    """W2S with SEAM as the labeller: strong.spec searches FF-trees, weak.models[0] decides."""
+    annotate: AnnotateConfig = field(default_factory=lambda: AnnotateConfig(method="seam"))
+    seam: SeamConfig = field(default_factory=SeamConfig)
+    seam_stage: SeamStageConfig = field(default_factory=SeamStageConfig)
+
+    NAME = "seam"
+
+    def __post_init__(self):
+        if self.annotate.method != "seam":
+            raise ValueError(f"annotate.method: the seam recipe labels with seam, got {self.annotate.method!r}")
+        super().__post_init__()
+
+    def plans(self) -> list[dict]:
+        return super().plans() + [{"strong": 1, "weak": 1}]
+
+
+@dataclass
+class AlignRecipe(W2SRecipe):
+    """W2S on preference pairs (K = 2), then the W2S reward model (reward), DPO of the policy
+    (policy: spec "" = strong.spec) on pairs it ranks, and the impartial judge (align)."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    policy: DerivedModelConfig = field(default_factory=DerivedModelConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+    NAME = "align"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.align.enabled and not self.reward.enabled:
+            raise ValueError("align.enabled: the alignment stage needs reward.enabled: true")
+        if self.reward.enabled and self.reward.kind == "judge" and self.reward.judge_method not in self.strong.methods:
+            raise ValueError(f"reward.judge_method: {self.reward.judge_method} is not in strong.methods")
+
+    def stages(self) -> list:
+        from pipelines import align
+
+        out = super().stages()
+        if self.reward.enabled:
+            out.insert(-1, ("reward_model", align.stage_reward))
+        if self.align.enabled:
+            out += [("dpo_pairs", align.stage_pairs), ("dpo", align.stage_dpo), ("align_eval", align.stage_align_eval)]
+        return out
+
+    def plans(self) -> list[dict]:
+        out = super().plans()
+        if self.align.enabled:
+            scorer, n_weak = self.align.pairs.scorer, len(self.weak.models)
+            out += [{"policy": 1, "reward": int(scorer == "reward"), "weak": n_weak if scorer == "weak" else 0},
+                    {"reward": 2}]  # align_eval: the judge beside the W2S reward model
+        return out
+
+
+@dataclass
+class GenerationRecipe(RunConfig):
+    """Generation W2S: prompt + reference rows (gen_data), joint decoding as the weak labels
+    (joint), the strong model learns the target texts, token F1 (pipelines/gen_run.py)."""
+    gen_data: GenDataConfig = field(default_factory=GenDataConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+
+    NAME = "generation"
+    TASK = "generation"
+    labeller_name = "joint"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.weak.finetune or self.strong.bootstrap:
+            raise ValueError("weak.finetune / strong.bootstrap: not available on the generation recipe")
+        self.joint.resolved_weights(len(self.weak.models))
+
+    @property
+    def source(self) -> str:
+        return self.gen_data.source
+
+    def stages(self) -> list:
+        from pipelines import gen_run
+
+        return [("data", gen_run.stage_data), ("weak_labels", stage_annotate), ("strong_ceiling", gen_run.stage_ceiling),
+                ("strong_w2s", stage_w2s), ("eval", gen_run.stage_eval)]
+
+
+RECIPES: dict[str, type[RunConfig]] = {r.NAME: r for r in (W2SRecipe, SeamRecipe, AlignRecipe, GenerationRecipe)}
+
+
+def _infer_recipe(data: dict) -> str:
+    if data.get("task") == "generation" or {"gen_data", "joint"} & set(data):
+        return "generation"
+    if (data.get("annotate") or {}).get("method") == "seam" or {"seam", "seam_stage"} & set(data):
+        return "seam"
+    if {"reward", "policy", "align"} & set(data):
+        return "align"
+    return "w2s"
 
 
 def stage_data(cfg: RunConfig, log=print) -> dict:
@@ -189,19 +324,8 @@ def stage_eval(cfg: RunConfig, log=print) -> dict:
 
 
 def stages(cfg: RunConfig) -> list:
-    from pipelines import align, gen_run
-
-    if cfg.task == "generation":
-        return [("data", gen_run.stage_data), ("weak_labels", stage_annotate), ("strong_ceiling", gen_run.stage_ceiling),
-                ("strong_w2s", stage_w2s), ("eval", gen_run.stage_eval)]
-    out = [("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate),
-           ("strong_ceiling", stage_ceiling), ("strong_w2s", stage_w2s)]
-    if cfg.reward.enabled:
-        out.append(("reward_model", align.stage_reward))
-    out.append(("eval", stage_eval))
-    if cfg.align.enabled:
-        out += [("dpo_pairs", align.stage_pairs), ("dpo", align.stage_dpo), ("align_eval", align.stage_align_eval)]
-    return out
+    """The recipe's stages in order: (name, fn(cfg, log) -> result)."""
+    return cfg.stages()
 
 
 def _brief(result: dict) -> dict:
@@ -210,18 +334,10 @@ def _brief(result: dict) -> dict:
 
 
 def gpus_needed(cfg: RunConfig) -> int:
-    """The most GPUs any stage's placement plan asks for: the weak ensemble, the strong model, or
-    (alignment) the policy beside the reward model or the weak ensemble."""
+    """The most GPUs any stage's placement plan asks for (the recipe's `plans`)."""
     from cluster.plan import plan_resources
 
-    n_weak = len(cfg.weak.models)
-    plans = [{"weak": n_weak}, {"strong": 1}]  # generation: the joint stage's ensemble, one strong model
-    if cfg.annotate.method == "seam":
-        plans.append({"strong": 1, "weak": 1})
-    if cfg.align.enabled:
-        scorer = cfg.align.pairs.scorer
-        plans.append({"policy": 1, "reward": int(scorer == "reward"), "weak": n_weak if scorer == "weak" else 0})
-    return max(plan_resources(p, cfg.cluster, 1.0).total_gpus for p in plans)
+    return max(plan_resources(p, cfg.cluster, 1.0).total_gpus for p in cfg.plans())
 
 
 def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
@@ -249,8 +365,7 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
         if name == until:
             break
     data = json.loads((cfg.root / "data" / "_SUCCESS.json").read_text())
-    source = cfg.gen_data.source if cfg.task == "generation" else cfg.data.source
-    metrics["data"] = {"source": source, "counts": data["counts"]}
+    metrics["data"] = {"source": cfg.source, "counts": data["counts"]}
     metrics["seconds"] = round(time.time() - t0, 2)
     path = cfg.root / "metrics.json"
     if until is not None and path.is_file():

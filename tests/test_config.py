@@ -47,6 +47,44 @@ def test_bad_config_names_the_field(tmp_path, text, overrides, message):
         load_config(RunConfig, _write(tmp_path, text), overrides)
 
 
+ONE = BASE + "strong: {methods: [naive]}\n"
+
+
+@pytest.mark.parametrize("text,recipe,stages", [
+    (ONE, "w2s", ["data", "weak_sft", "weak_labels", "strong_ceiling", "strong_w2s", "eval"]),
+    (ONE + "annotate: {method: seam}\n", "seam", ["data", "weak_sft", "weak_labels", "strong_ceiling", "strong_w2s",
+                                                   "eval"]),
+    (ONE + "reward: {enabled: true}\nalign: {enabled: true}\n", "align",
+     ["data", "weak_sft", "weak_labels", "strong_ceiling", "strong_w2s", "reward_model", "eval", "dpo_pairs", "dpo",
+      "align_eval"]),
+    (ONE + "reward: {enabled: true}\n", "align",
+     ["data", "weak_sft", "weak_labels", "strong_ceiling", "strong_w2s", "reward_model", "eval"]),
+    (BASE + "task: generation\nstrong: {methods: [top_beam]}\n", "generation",
+     ["data", "weak_labels", "strong_ceiling", "strong_w2s", "eval"]),
+])
+def test_the_sections_given_choose_the_recipe(tmp_path, text, recipe, stages):
+    cfg = load_config(RunConfig, _write(tmp_path, text))
+    assert cfg.recipe == recipe and type(cfg).NAME == recipe
+    assert [name for name, _ in cfg.stages()] == stages
+
+
+@pytest.mark.parametrize("text,message", [
+    # a section of another recipe is not a field of this one (the union accepted and ignored it)
+    (BASE + "task: generation\nstrong: {methods: [top_beam]}\nreward: {enabled: true}\n", "^reward: unknown field"),
+    (ONE + "recipe: w2s\njoint: {max_new_tokens: 4}\n", "^joint: unknown field"),
+    (ONE + "recipe: w2s\nannotate: {method: seam}\n", "^annotate.method: seam is the seam recipe"),
+    (ONE + "recipe: seam\nannotate: {method: naive}\n", "^annotate.method: the seam recipe labels with seam"),
+    (ONE + "recipe: dpo\n", "^recipe: must be one of"),
+    (ONE + "recipe: align\ntask: generation\n", "^task: the align recipe runs task: choice"),
+    (ONE + "align: {enabled: true}\n", "^align.enabled: the alignment stage needs reward.enabled"),
+    (ONE + "policy: {spec: 'nope:model'}\n", "^policy.spec: unknown model spec scheme"),
+    (ONE + "reward: {spec: 'nope:model'}\n", "^reward.spec: unknown model spec scheme"),
+])
+def test_recipe_mistakes_are_caught(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(RunConfig, _write(tmp_path, text))
+
+
 def test_missing_file_is_clear():
     with pytest.raises(ValueError, match="file not found"):
         load_config(RunConfig, "/nonexistent/c.yaml")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.formatting import fmt
 from pipelines.methods.registry import Labeller, Method, register
 from training import losses as L
 from training.examples import example
@@ -138,15 +139,11 @@ def plot_reliability(matrix: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
-def _fmt(x):
-    return "n/a" if x is None else f"{x:.3f}"
-
-
 def report(root: Path, metrics: dict) -> list[str]:
     """Weak-label accuracy (kept / filtered halves) and the Fig. 3 / Fig. 4 plots."""
     wl = metrics["stages"].get("weak_labels", {})
-    lines = [f"Weak-label accuracy on held_out: {_fmt(wl.get('accuracy'))} (kept half "
-             f"{_fmt(wl.get('accuracy_kept'))}, filtered half {_fmt(wl.get('accuracy_filtered'))}).", "",
+    lines = [f"Weak-label accuracy on held_out: {fmt(wl.get('accuracy'))} (kept half "
+             f"{fmt(wl.get('accuracy_kept'))}, filtered half {fmt(wl.get('accuracy_filtered'))}).", "",
              "![accuracy](accuracy.png)", ""]
     table = read(root / "weak_labels")
     if table["perms"][0].as_py():
