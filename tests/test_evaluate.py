@@ -2,7 +2,6 @@
 `w2s run` with the tiny profile (then a re-run that skips every stage)."""
 
 import json
-from pathlib import Path
 
 import pytest
 

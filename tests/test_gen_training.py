@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from actors.registry import load_model
-from training import losses as L
 from training.examples import sequence_examples
 from training.soft_labels import target_word_labels
 from training.sft_config import TrainConfig

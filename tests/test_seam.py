@@ -7,7 +7,6 @@ thoughts are "T<chain>" and the weak decision follows the knowledge it is given.
 """
 
 import json
-import math
 
 import numpy as np
 import pytest
