@@ -9,7 +9,11 @@ from actors.backend import BackendConfig, ModelBackend
 
 def make_backend(spec: str, cfg: BackendConfig) -> ModelBackend:
     """The backend `cfg.kind` names over model `spec` (HF by default; vLLM only when asked for,
-    since it is an optional extra)."""
+    since it is an optional extra; the simulated backend for `sim:` specs)."""
+    if spec.startswith("sim:"):
+        from actors.sim_backend import SimBackend
+
+        return SimBackend(spec, cfg)
     if cfg.kind == "vllm":
         from actors.vllm_backend import VLLMBackend
 
@@ -32,7 +36,7 @@ class BackendActor:
         import ray
 
         return {"role": self.role, "name": self.name, "pid": os.getpid(),
-                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), **self.backend.info()}
 
     def score_options(self, texts: list[str], labels: list[list[str]], chat: bool = False, answer: str = "label"):

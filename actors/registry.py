@@ -7,6 +7,8 @@ Specs:
                            (llama: SmolLM2's, gemma3: Gemma 3's, bert: MiniLM's); for tests
   /a/local/dir             a Hugging Face model directory
   org/name                 a Hugging Face hub id (clusters with hub access or a warm HF cache)
+  sim:<name>[:<ms>]        no model: deterministic pseudo-scores after a fixed latency per batch
+                           (actors/sim_backend.py; scale tests only, never reported accuracies)
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class ModelSpecError(ValueError):
 @dataclass(frozen=True)
 class ModelSource:
     spec: str
-    kind: str  # embedded | tiny | local | hub
+    kind: str  # embedded | tiny | local | hub | sim
     path: str  # directory, hub id, or tiny arch
     seed: int = 0
 
@@ -52,6 +54,14 @@ def resolve(spec: str) -> ModelSource:
         if arch not in _TINY_TOKENIZER or len(parts) > 3 or (len(parts) == 3 and not parts[2].isdigit()):
             raise ModelSpecError(f"bad tiny spec {spec!r}: use tiny:<{'|'.join(_TINY_TOKENIZER)}>[:<seed>]")
         return ModelSource(spec, "tiny", arch, int(parts[2]) if len(parts) == 3 else 0)
+    if spec.startswith("sim:"):
+        from actors.sim_backend import parse_sim
+
+        try:
+            parse_sim(spec)
+        except ValueError as e:
+            raise ModelSpecError(str(e)) from None
+        return ModelSource(spec, "sim", spec)
     if ":" in spec.split("/")[0] and not Path(spec).exists():
         raise ModelSpecError(f"unknown model spec scheme in {spec!r} (use embedded:, tiny:, a directory or a hub id)")
     path = Path(spec).expanduser()
@@ -70,6 +80,7 @@ def load_tokenizer(spec: str):
     Shared between callers: never mutate it; pass `padding_side=` per call instead.
     """
     src = resolve(spec)
+    _no_sim(src, "a tokenizer")
     if src.kind == "embedded":
         verify_model_dir(Path(src.path), src.spec.split(":", 1)[1])
     if src.kind == "tiny":
@@ -79,6 +90,12 @@ def load_tokenizer(spec: str):
                                 "not set up: run `w2s setup`")
         src = ModelSource(str(path), "local", str(path))  # one cache entry for every seed
     return _cached_tokenizer(src)
+
+
+def _no_sim(src: ModelSource, what: str) -> None:
+    if src.kind == "sim":
+        raise ModelSpecError(f"{src.spec!r} is a simulated model for scale tests: it has no weights and no "
+                             f"tokenizer, so it cannot give {what} (use it where models only score or generate)")
 
 
 @functools.lru_cache(maxsize=16)
@@ -132,6 +149,7 @@ def load_model(spec: str, head: str = "causal_lm", num_labels: int | None = None
             "encoder": AutoModel}[head]
     dtype = dtype or torch.float32
     src = resolve(spec)
+    _no_sim(src, "a model to load or train")
     tok = load_tokenizer(spec)
     kwargs = {"num_labels": num_labels} if head == "classifier" and num_labels else {}
     if src.kind == "tiny":

@@ -29,6 +29,9 @@ class ClusterConfig:
     ready_timeout_s: float = 600.0
     max_restarts: int = 3  # an actor that dies is restarted ...
     max_task_retries: int = 3  # ... and its in-flight calls retried, so no rows are lost
+    # a streaming stage that still loses its actors (a node gone) places them again on the nodes
+    # alive and resumes from the rows written, this many times (pipelines/runner.py)
+    stage_restarts: int = 2
     namespace: str = "w2s"
     # environment of model actors (set at process start, via the actor's runtime_env)
     actor_env: dict[str, str] = field(default_factory=lambda: dict(MALLOC_ENV))
@@ -48,6 +51,6 @@ class ClusterConfig:
             raise ValueError("cpus_per_actor: must be > 0")
         if self.ready_timeout_s <= 0:
             raise ValueError("ready_timeout_s: must be > 0")
-        for name in ("max_restarts", "max_task_retries"):
+        for name in ("max_restarts", "max_task_retries", "stage_restarts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0")

@@ -73,3 +73,33 @@ def _role_plan(role: str, n: int, share: float, cpus: float) -> RolePlan:
     n_bundles = math.ceil(n / per_gpu)
     bundles = tuple({"GPU": 1.0, "CPU": cpus * min(per_gpu, n - b * per_gpu)} for b in range(n_bundles))
     return RolePlan(role, n, share, cpus, bundles, tuple(i // per_gpu for i in range(n)))
+
+
+def share_key(role: str) -> str:
+    """The config key that sets a role's GPU share (plan_resources reads weak_gpu for the weak
+    role, strong_gpu for every other)."""
+    return "cluster.weak_gpu" if role == "weak" else "cluster.strong_gpu"
+
+
+def check_fits(role_plan: RolePlan, strategy: str, node_gpus: list[float]) -> None:
+    """Refuse a role that no set of nodes could ever hold (Ray would wait forever): a bundle
+    larger than the largest node, STRICT_PACK bundles that together exceed it, STRICT_SPREAD
+    bundles that outnumber the nodes big enough for one. node_gpus: GPUs of each alive node."""
+    from cluster.errors import InsufficientResourcesError
+
+    need = max(b.get("GPU", 0) for b in role_plan.bundles)
+    biggest = max(node_gpus, default=0.0)
+    if need > biggest:
+        key = share_key(role_plan.role)
+        raise InsufficientResourcesError(
+            f"{key}: a {role_plan.role} actor needs {need:g} GPU(s) on one node, but the largest node has "
+            f"{biggest:g}; lower {key} or add nodes with more GPUs")
+    if strategy == "STRICT_PACK" and role_plan.gpus > biggest:
+        raise InsufficientResourcesError(
+            f"cluster.strategy: STRICT_PACK puts all {role_plan.num_actors} {role_plan.role} actor(s) "
+            f"({role_plan.gpus:g} GPUs) on one node, but the largest has {biggest:g}; use PACK or SPREAD")
+    fitting = sum(g >= need for g in node_gpus)
+    if strategy == "STRICT_SPREAD" and len(role_plan.bundles) > fitting:
+        raise InsufficientResourcesError(
+            f"cluster.strategy: STRICT_SPREAD needs {len(role_plan.bundles)} nodes with >= {need:g} GPU(s) for "
+            f"the {role_plan.role} role, the cluster has {fitting}; use SPREAD or PACK")

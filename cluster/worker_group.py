@@ -18,7 +18,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.config import ClusterConfig
 from cluster.errors import PlacementTimeoutError, WorkerCallError, WorkerStartError
-from cluster.plan import RolePlan
+from cluster.plan import RolePlan, check_fits
 
 
 class WorkerGroup:
@@ -37,6 +37,9 @@ class WorkerGroup:
 
     def _start(self, actor_cls: type, actor_kwargs: list[dict]) -> None:
         t0 = time.time()
+        if any(b.get("GPU", 0) for b in self.plan.bundles):
+            check_fits(self.plan, self.cfg.strategy,
+                       [n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")])
         self.pg = placement_group(list(self.plan.bundles), strategy=self.cfg.strategy, name=f"w2s-{self.role}")
         try:
             ray.get(self.pg.ready(), timeout=self.cfg.ready_timeout_s)

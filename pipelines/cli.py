@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from pipelines import run as runmod
     from pipelines.data import DataError
-    from pipelines.runner import StageConflict
+    from pipelines.runner import StageConflict, StageInterrupted
 
     until = {"data": "data", "annotate": "weak_labels", "run": None}[args.command]
     try:
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except StageConflict as e:
         print(f"w2s: run_dir conflict: {e}", file=sys.stderr)
         return 2
+    except StageInterrupted as e:
+        print(f"w2s: interrupted: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

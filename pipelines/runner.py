@@ -12,6 +12,10 @@ its finalize. The runner owns the rest, once:
               seconds, rows_per_s, tokens (of the rows, summed over the `tokens` column), and
               the stage's summary
   progress    a start line (roles, plan), an actors-ready line and the closing summary line
+  recovery    a lost node or a dead actor (after the actors' own restarts and call retries) ends
+              the attempt; the runner places the actors again on the nodes alive and resumes
+              from the rows written, up to cluster.stage_restarts times; when they cannot be
+              placed (no capacity left) it stops with StageInterrupted, and a rerun resumes
 
 Weak annotation, SEAM, joint decoding, DPO pair generation and the test-split scoring of
 evaluation are `StreamStage`s run by `run_stage`.
@@ -40,6 +44,11 @@ MANIFEST = "_SUCCESS.json"
 
 class StageConflict(JobConflict):
     """A stage folder holds output made with another config: nothing is overwritten."""
+
+
+class StageInterrupted(RuntimeError):
+    """A stage lost cluster capacity more often than cluster.stage_restarts allows, or its actors
+    cannot be placed on the nodes left: what is written stays, a rerun resumes."""
 
 
 @dataclass
@@ -78,11 +87,9 @@ class StreamStage:
 
 def run_stage(stage: StreamStage, cluster_cfg, log=print) -> dict:
     """Run (or skip, or resume) one streaming stage; returns its manifest."""
-    import ray
-
     from cluster.connect import connect
+    from cluster.errors import PlacementTimeoutError
     from cluster.plan import plan_resources
-    from cluster.worker_group import WorkerGroup
 
     label = stage.label or stage.kind
     split_dir, out_dir = Path(stage.split_dir), Path(stage.out_dir)
@@ -94,25 +101,30 @@ def run_stage(stage: StreamStage, cluster_cfg, log=print) -> dict:
     plan = plan_resources({r.name: len(r.kwargs) for r in stage.roles}, cluster_cfg, cluster_cpus(cluster_cfg))
     connect(cluster_cfg, plan.total_gpus)
     log(f"{label}: {stage.describe}; {plan.describe()}" if stage.describe else f"{label}: {plan.describe()}")
-    t0 = time.time()
-    with contextlib.ExitStack() as stack:
-        groups = {r.name: stack.enter_context(WorkerGroup(r.actor_cls, plan.roles[r.name], cluster_cfg, r.kwargs, r.names))
-                  for r in stage.roles}
-        log(f"{label}: actors ready in {time.time() - t0:.1f} s on GPUs "
-            f"{ {n: [i['gpu_ids'] for i in g.infos] for n, g in groups.items()} }")
-        before = _counters(groups, stage.counters)
+    resumed, seconds, counted = len(done), 0.0, dict.fromkeys(stage.counters, 0)
+    for attempt in range(cluster_cfg.stage_restarts + 1):
         t1 = time.time()
-        ds = pending_rows(split_dir, done, log, label)
-        ds = ds.map_batches(stage.batch_fn, batch_size=stage.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
-                            compute=ray.data.TaskPoolStrategy(size=stage.max_in_flight),
-                            fn_kwargs={"actors": {n: g.actors for n, g in groups.items()}, **stage.batch_kwargs})
-        ds.write_parquet(str(stage.shards_dir), ray_remote_args={"num_cpus": TASK_CPUS})
-        seconds = time.time() - t1
-        after = _counters(groups, stage.counters)
+        try:
+            deltas, streamed = _stream(stage, plan, cluster_cfg, done, log, label)
+        except Exception as e:  # noqa: BLE001 - sorted below: lost capacity is retried, the rest raised
+            seconds += time.time() - t1
+            cause = lost_capacity(e)
+            if cause is None:
+                raise
+            done = collect_done(stage.shards_dir, log)
+            if attempt == cluster_cfg.stage_restarts or isinstance(e, PlacementTimeoutError):
+                raise StageInterrupted(
+                    f"{label}: stopped after losing cluster capacity ({cause}); {len(done)} rows are written "
+                    f"under {stage.shards_dir}: run the same command again to resume") from e
+            log(f"{label}: interrupted ({cause}); {len(done)} rows written, placing the actors again on the "
+                f"nodes alive (restart {attempt + 1} of {cluster_cfg.stage_restarts})")
+            continue
+        seconds += streamed
+        counted = {c: counted[c] + deltas[c] for c in counted}
+        break
     table = read_complete(stage.shards_dir, split_dir, stage.schema)
-    rows_new = table.num_rows - len(done)
-    run = {"seconds": seconds, "rows_new": rows_new, "resumed": len(done),
-           **{c: after[c] - before[c] for c in stage.counters}}
+    rows_new = table.num_rows - resumed
+    run = {"seconds": seconds, "rows_new": rows_new, "resumed": resumed, **counted}
     summary = {"kind": stage.kind, "stage": out_dir.name, "fingerprint": fp, "rows": table.num_rows,
                "rows_new": rows_new, "seconds": round(seconds, 2),
                "rows_per_s": round(rows_new / max(seconds, 1e-9), 4),
@@ -123,6 +135,56 @@ def run_stage(stage: StreamStage, cluster_cfg, log=print) -> dict:
         + (f", {summary['tokens']} tokens" if summary["tokens"] is not None else "") + ")"
         + (f"; {summary['line']}" if summary.get("line") else ""))
     return summary
+
+
+def _stream(stage: StreamStage, plan, cluster_cfg, done: set[str], log, label: str) -> tuple[dict[str, int], float]:
+    """One attempt: a WorkerGroup per role, the pending rows through the batch function, Parquet
+    shards; returns the counters' deltas over this attempt and its streaming seconds (after the
+    actors are ready)."""
+    import ray
+
+    from cluster.worker_group import WorkerGroup
+
+    t0 = time.time()
+    with contextlib.ExitStack() as stack:
+        groups = {r.name: stack.enter_context(WorkerGroup(r.actor_cls, plan.roles[r.name], cluster_cfg, r.kwargs, r.names))
+                  for r in stage.roles}
+        log(f"{label}: actors ready in {time.time() - t0:.1f} s on GPUs "
+            f"{ {n: [i['gpu_ids'] for i in g.infos] for n, g in groups.items()} }"
+            + (f" over {len({i['node_id'] for g in groups.values() for i in g.infos})} node(s)"))
+        before = _counters(groups, stage.counters)
+        t1 = time.time()
+        ds = pending_rows(stage.split_dir, done, log, label)
+        ds = ds.map_batches(stage.batch_fn, batch_size=stage.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
+                            compute=ray.data.TaskPoolStrategy(size=stage.max_in_flight),
+                            fn_kwargs={"actors": {n: g.actors for n, g in groups.items()}, **stage.batch_kwargs})
+        ds.write_parquet(str(stage.shards_dir), ray_remote_args={"num_cpus": TASK_CPUS})
+        streamed = time.time() - t1
+        after = _counters(groups, stage.counters)
+    return {c: after[c] - before[c] for c in stage.counters}, streamed
+
+
+# what a lost node or a dead actor raises, at any depth of the chain Ray Data wraps it in
+_CAPACITY_ERRORS = ("ActorDiedError", "ActorUnavailableError", "RayActorError", "NodeDiedError",
+                    "ObjectLostError", "OwnerDiedError", "WorkerCrashedError", "ActorUnschedulableError",
+                    "PlacementTimeoutError", "WorkerStartError")
+
+
+def lost_capacity(e: BaseException) -> str | None:
+    """The name of the cluster failure behind `e` (a lost node, a dead or unplaceable actor), or
+    None for any other error (a bug or bad input: raised as it is, never retried)."""
+    seen, todo = set(), [e]
+    while todo:
+        x = todo.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        for cls in type(x).__mro__:
+            if cls.__name__ in _CAPACITY_ERRORS:
+                return cls.__name__
+        todo += [x.__cause__, x.__context__, getattr(x, "cause", None)]
+    text = str(e)
+    return next((n for n in _CAPACITY_ERRORS if n in text), None)
 
 
 def _counters(groups: dict, counters: dict[str, tuple[str, str]]) -> dict[str, int]:
