@@ -162,7 +162,63 @@ def annotate_node_loss(tmp: str, spare: str = "1") -> dict:
             "distinct_ids": len(set(ids)), "expected": n}
 
 
-SCENARIOS = {"placement": placement, "annotate_node_loss": annotate_node_loss}
+def _train_job(out: Path, examples, max_steps: int = 9):
+    from training.sft_config import TrainConfig
+    from training.sft_trainer import TrainJob
+
+    train = TrainConfig(lr=1e-3, max_steps=max_steps, micro_batch=4, max_length=128, checkpoint_every=3,
+                        num_workers=2, cpus_per_worker=1, max_failures=2)
+    return TrainJob(name=out.name, spec="tiny:llama:1", out_dir=str(out), train=train, examples=examples,
+                    num_options=4)
+
+
+def train_node_loss(tmp: str) -> dict:
+    """A 2-worker Ray Train job (gloo, one CPU per worker, so one worker per node) run twice on
+    the same cluster: uninterrupted, then with the node of a worker removed after the first
+    checkpoint (Ray Train restarts the worker group on the nodes left, from that checkpoint)."""
+    import ray
+
+    from actors.prompts import TemplateConfig
+    from pipelines.data import DataConfig, read_source, split_rows
+    from training.examples import ground_truth_examples
+    from training.sft_trainer import fit, read_history
+
+    tmp = Path(tmp)
+    dcfg = DataConfig(source="embedded:mmlu", weak_train=32, held_out=0, test=0)
+    examples = ground_truth_examples(split_rows(read_source(dcfg), dcfg)["weak_train"], TemplateConfig())
+    cluster, nodes = start([{"num_cpus": 1, "num_gpus": 0} for _ in range(3)], head_cpus=1)
+    ray.init(address=cluster.address, namespace="w2s")
+    seen: dict = {}
+    try:
+        fit(_train_job(tmp / "full", examples), lambda m: None)
+        seen["full_nodes"] = sorted({a["Address"]["NodeID"] for a in _actors("RayTrainWorker")})
+        job = _train_job(tmp / "lost", examples)
+
+        def remove_after_checkpoint():
+            deadline = time.time() + 300
+            ckpts = Path(job.out_dir) / "ray_train"
+            while time.time() < deadline and not list(ckpts.glob("**/checkpoint_*/w2s_step.json")):
+                time.sleep(0.05)
+            alive = {a["Address"]["NodeID"] for a in _actors("RayTrainWorker") if a["State"] == "ALIVE"}
+            victim = next(nd for nd in nodes if nd.node_id in alive)
+            seen.update(steps_at_loss=len(read_history(job.out_dir)), worker_nodes=sorted(alive),
+                        removed=victim.node_id)
+            cluster.remove_node(victim, allow_graceful=False)
+
+        th = threading.Thread(target=remove_after_checkpoint, daemon=True)
+        th.start()
+        fit(job, lambda m: print(m, file=sys.stderr, flush=True))
+        th.join(timeout=5)
+        seen["full"] = [h["loss"] for h in read_history(tmp / "full")]
+        seen["lost"] = [h["loss"] for h in read_history(job.out_dir)]
+        seen["steps"] = [h["step"] for h in read_history(job.out_dir)]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return seen
+
+
+SCENARIOS = {"placement": placement, "annotate_node_loss": annotate_node_loss, "train_node_loss": train_node_loss}
 
 if __name__ == "__main__":
     result = SCENARIOS[sys.argv[1]](*sys.argv[2:])

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,3 +49,11 @@ def test_no_capacity_left_stops_clearly_and_the_rerun_resumes(tmp_path):
     # the rerun scored only the missing rows, and every row is there once
     assert out["rows_new"] == 96 - kept
     assert out["ids_written"] == out["distinct_ids"] == out["rows"] == 96
+
+
+def test_training_across_two_nodes_loses_one_and_resumes_onto_the_same_trajectory(tmp_path):
+    out = scenario("train_node_loss", str(tmp_path), timeout=900)
+    assert len(out["worker_nodes"]) == 2 and out["removed"] in out["worker_nodes"]  # one worker per node
+    assert 3 <= out["steps_at_loss"] < 9  # after the step-3 checkpoint, before the end
+    assert out["steps"] == list(range(1, 10))  # history truncated to the checkpoint, then continued
+    assert out["lost"] == pytest.approx(out["full"], abs=1e-5)
