@@ -10,6 +10,7 @@ from actors.backend import BackendConfig
 from cluster.config import ClusterConfig
 
 LOOPBACK_NAMES = ("localhost",)
+LONG_INPUTS = ("truncate", "refuse")  # serve.long_inputs
 
 
 def is_loopback(host: str) -> bool:
@@ -26,7 +27,8 @@ class ServeConfig:
     model_dir: str = ""  # a reward model directory (HF model + tokenizer + w2s_reward.json)
     host: str = "127.0.0.1"  # a non-loopback host (0.0.0.0) needs a token
     port: int = 8000
-    # bearer token; empty: read from $<token_env>; still empty: no auth (loopback hosts only)
+    # the token clients send (Bearer header, URL user-info password, or ?token=); empty: read
+    # $<token_env>; still empty: no auth (loopback hosts only)
     token: str = field(default="", repr=False)
     token_env: str = "W2S_SERVE_TOKEN"
     name: str = "w2s-reward"  # Serve application name
@@ -45,6 +47,15 @@ class ServeConfig:
     max_items: int = 64  # items / responses / queries per request
     max_chars: int = 8000  # per string
     max_pairs: int = 256  # judge round-robin pairs per rank request: n responses cost n(n-1)/2
+    # /get_reward texts over max_chars or over the model's window (OpenRLHF, veRL): truncate keeps
+    # their end (the response) and flags it in extra_logs; refuse answers 422. OpenRLHF turns any
+    # failed call into a None reward after 5 tries, so a refusal there is a silently lost sample.
+    long_inputs: str = "truncate"  # truncate | refuse
+    # slow clients: a request that declares a body must deliver all of it within body_timeout_s
+    # (else 408), and at most max_body_readers slow uploads (still arriving after 0.5 s) per replica
+    # are read at once (others 503), so stalled uploads cannot take every max_ongoing_requests slot
+    body_timeout_s: float = 10.0
+    max_body_readers: int = 16
     # model forwards; head and max_length come from the model directory (w2s_reward.json)
     backend: BackendConfig = field(default_factory=lambda: BackendConfig(max_length=512, max_batch_tokens=4096))
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -94,6 +105,17 @@ class ServeConfig:
             raise ValueError(f"max_chars: must be >= 1, got {self.max_chars}")
         if self.max_pairs < 1:
             raise ValueError(f"max_pairs: must be >= 1, got {self.max_pairs}")
+        if self.long_inputs not in LONG_INPUTS:
+            raise ValueError(f"long_inputs: must be one of {' | '.join(LONG_INPUTS)}, got {self.long_inputs!r}")
+        self._check_slow_clients()
+
+    def _check_slow_clients(self):
+        if not 0 < self.body_timeout_s <= 600:
+            raise ValueError(f"body_timeout_s: must be in (0, 600] seconds, got {self.body_timeout_s}")
+        # readers below the slot count leave slots for /healthz and requests whose body has arrived
+        if not 1 <= self.max_body_readers < self.max_ongoing_requests:
+            raise ValueError(f"max_body_readers: must be in 1..max_ongoing_requests - 1 "
+                             f"(max_ongoing_requests = {self.max_ongoing_requests}), got {self.max_body_readers}")
 
     def url(self) -> str:
         """Where clients reach the app (a wildcard bind address is reached on loopback)."""

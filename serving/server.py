@@ -1,5 +1,5 @@
-"""Ray Serve deployment of the W2S reward model: a FastAPI ingress with dynamic batching, bearer-token
-auth and request validation.
+"""Ray Serve deployment of the W2S reward model: a FastAPI ingress with dynamic batching, token auth,
+request validation and deadlines on slow uploads.
 
 On a laptop (starts a local Ray cluster, serves until Ctrl-C):
 
@@ -13,12 +13,14 @@ On a cluster (the repo root is the job's working_dir; the job keeps running whil
 
 (`serve run` keeps Serve's own HTTP host/port, 127.0.0.1:8000 unless Serve already runs.)
 
-Endpoints (JSON; every one but /healthz needs `Authorization: Bearer <token>` when a token is set):
+Endpoints (JSON; every one but /healthz needs the token when one is set: `Authorization: Bearer <token>`,
+or in the URL as `http://user:<token>@host:port/...` or `?token=<token>`; serving/guard.py):
 
     POST /v1/score    {"items": [{"prompt", "response"}, ...]}     -> {"rewards": [...]}        (bt)
     POST /v1/compare  {"prompt", "responses": [a, b]}              -> {"p_first", "p_second", "preferred", "rewards"}
     POST /v1/rank     {"prompt", "responses": [r1, ..., rN]}       -> {"scores", "order", "chosen", "rejected"}
     POST /get_reward  {"query": [...], "prompts"?, "labels"?}      -> {"rewards", "scores", "extra_logs"}  (OpenRLHF)
+                      long samples: cut from the left (serve.long_inputs), flagged in extra_logs
     GET  /healthz                                                  -> {"status": "ok", "kind", "model"}
     GET  /v1/stats                                                 -> {"forwards", "items", "largest_forward", ...}
     GET  /openapi.json, /docs
@@ -27,13 +29,16 @@ Dynamic batching counts items (texts for a bt model, option pairs for a judge): 
 concurrent requests are scored in one forward of up to `max_batch_size` items. Forwards run in
 a worker thread, one at a time per replica, so the event loop keeps accepting requests.
 
+A body must arrive within serve.body_timeout_s (else 408), and at most serve.max_body_readers
+slow uploads per replica are read at once (else 503), so stalled uploads cannot hold every
+max_ongoing_requests slot. docs/serving.md: OpenRLHF and veRL setup, the limits, the measurements.
+
 (No `from __future__ import annotations` here: Serve's class-based FastAPI views need the
 request models as real annotations.)
 """
 
 import asyncio
 import dataclasses
-import hmac
 import math
 import time
 from pathlib import Path
@@ -41,15 +46,14 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.config import ServeConfig
+from serving.guard import Guard, error as _json, rel_path as _rel_path
+from serving.long_inputs import WindowCounter, extra_logs, keep_end
 from actors.reward_model import RewardScorer, preference, ranking, read_reward_meta, round_robin, win_rates
-
-OPEN_PATHS = ("/healthz",)  # answered without a token
 
 
 # ---------------------------------------------------------------- request / response schemas
@@ -96,7 +100,7 @@ class RankResponse(BaseModel):
 
 
 class GetRewardRequest(BaseModel):
-    """OpenRLHF's remote reward model request (`--remote_rm_url http://host:port/get_reward`)."""
+    """OpenRLHF's remote reward model request (`--reward.remote_url http://host:port/get_reward`)."""
     model_config = ConfigDict(extra="ignore")
     query: list[str] = Field(min_length=1, description="full texts: prompt + response")
     prompts: list[str] | None = Field(None, description="each query's prompt; the response is what follows it")
@@ -106,7 +110,9 @@ class GetRewardRequest(BaseModel):
 class GetRewardResponse(BaseModel):
     rewards: list[float]
     scores: list[float]
-    extra_logs: dict[str, list[float]]
+    extra_logs: dict[str, list[float]] = Field(
+        description="per query: w2s_reward, w2s_truncated (1: cut to fit), w2s_dropped_chars (serve.max_chars), "
+                    "w2s_dropped_tokens (the model's window)")
 
 
 class Health(BaseModel):
@@ -131,71 +137,13 @@ app = FastAPI(title="W2S reward model", version="1.0",
               description="Bradley-Terry reward model or pairwise judge trained weak-to-strong (w2s).")
 
 
-def _json(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+def _replica_state():
+    """What the guard needs from the replica that serves the request (built by Serve, not here)."""
+    server = serve.get_replica_context().servable_object
+    return server.cfg, server.body_readers
 
 
-def _rel_path(scope) -> str:
-    path, root = scope.get("path", ""), scope.get("root_path", "")
-    return path[len(root):] or "/" if root and path.startswith(root) else path
-
-
-class Guard:
-    """ASGI middleware ahead of routing: bearer token (constant-time compare) and body size.
-    The body is read here, bounded by serve.max_body_bytes, and replayed to the app."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        cfg: ServeConfig = serve.get_replica_context().servable_object.cfg
-        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        if cfg.token and _rel_path(scope) not in OPEN_PATHS and not _authorized(headers, cfg.token):
-            return await _json(401, "missing or invalid bearer token (Authorization: Bearer <token>)",
-                               {"WWW-Authenticate": "Bearer"})(scope, receive, send)
-        body, error = await _read_body(headers, receive, cfg.max_body_bytes)
-        if error:
-            return await _json(*error)(scope, receive, send)
-        done = False
-
-        async def replay():
-            nonlocal done
-            if done:
-                return await receive()
-            done = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-def _authorized(headers: dict, token: str) -> bool:
-    scheme, _, given = headers.get("authorization", b"").decode("latin-1").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-async def _read_body(headers: dict, receive, limit: int) -> tuple[bytes, tuple[int, str] | None]:
-    too_large = (413, f"body: larger than serve.max_body_bytes = {limit} bytes")
-    declared = headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            return b"", (400, "content-length: not a number")
-        if int(declared) > limit:
-            return b"", too_large
-    body, more = bytearray(), True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"", (400, "client disconnected")
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-        if len(body) > limit:
-            return b"", too_large
-    return bytes(body), None
-
-
-app.add_middleware(Guard)
+app.add_middleware(Guard, state=_replica_state)
 
 
 @app.exception_handler(RequestValidationError)
@@ -242,6 +190,13 @@ def _check_count(cfg: ServeConfig, name: str, n: int) -> None:
         raise HTTPException(422, f"{name}: {n} items; at most serve.max_items = {cfg.max_items} per request")
 
 
+def _check_window(over: list[int], window: int) -> None:
+    for i, extra in enumerate(over):
+        if extra:
+            raise HTTPException(422, f"query.{i}: {window + extra} tokens; the reward model reads at most {window} "
+                                     "(max_length in w2s_reward.json) and serve.long_inputs = refuse")
+
+
 def _prompt_and_responses(req) -> list[tuple[str, str]]:
     return [("prompt", req.prompt)] + [(f"responses.{i}", r) for i, r in enumerate(req.responses)]
 
@@ -267,6 +222,8 @@ class RewardServer:
         self.cfg = cfg
         self.scorer = RewardScorer.from_dir(cfg.model_dir, cfg.backend)
         self._lock = asyncio.Lock()  # one forward at a time per replica
+        self.body_readers = asyncio.Semaphore(cfg.max_body_readers)  # serving/guard.py
+        self.window = WindowCounter(self.scorer) if self.scorer.kind == "bt" else None
         self.stats = {"forwards": 0, "items": 0, "largest_forward": 0, "busy_s": 0.0}
         for fn in (self._rewards_batch, self._pairs_batch):
             fn.set_max_batch_size(cfg.max_batch_size)
@@ -292,10 +249,13 @@ class RewardServer:
     async def _pairs_batch(self, items: list[tuple[str, str, str]]) -> list[float]:
         return await self._serial(self.scorer.judge, *[list(x) for x in zip(*items)])
 
-    async def _rewards(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def _need_bt(self) -> None:
         if self.scorer.kind != "bt":
             raise HTTPException(400, "scalar rewards need a bt reward model; this server serves a pairwise "
                                      "judge (use /v1/compare or /v1/rank)")
+
+    async def _rewards(self, prompts: list[str], responses: list[str]) -> list[float]:
+        self._need_bt()
         if not self.cfg.batching:
             return await self._serial(self.scorer.score, prompts, responses)
         return list(await asyncio.gather(*[self._rewards_batch((p, r)) for p, r in zip(prompts, responses)]))
@@ -350,17 +310,28 @@ class RewardServer:
 
     @app.post("/get_reward", response_model=GetRewardResponse)
     async def get_reward(self, req: GetRewardRequest):
-        n = len(req.query)
+        self._need_bt()
+        prompts, responses, chars, tokens = await self._get_reward_inputs(req)
+        rewards = await self._rewards(prompts, responses)
+        return {"rewards": rewards, "scores": rewards, "extra_logs": extra_logs(rewards, chars, tokens)}
+
+    async def _get_reward_inputs(self, req: GetRewardRequest):
+        """(prompts, responses, characters cut, tokens cut) per query; long ones refused or cut."""
+        n, refuse = len(req.query), self.cfg.long_inputs == "refuse"
         _check_count(self.cfg, "query", n)
         for name, extra in (("prompts", req.prompts), ("labels", req.labels)):
             if extra is not None and len(extra) != n:
                 raise HTTPException(422, f"{name}: {len(extra)} items for {n} queries")
-        _check_strings(self.cfg, [(f"query.{i}", q) for i, q in enumerate(req.query)]
-                       + [(f"prompts.{i}", p) for i, p in enumerate(req.prompts or [])])
+        if refuse:
+            _check_strings(self.cfg, [(f"query.{i}", q) for i, q in enumerate(req.query)]
+                           + [(f"prompts.{i}", p) for i, p in enumerate(req.prompts or [])])
         split = [split_query(q, req.prompts[i] if req.prompts is not None else None, f"prompts.{i}")
                  for i, q in enumerate(req.query)]
-        rewards = await self._rewards([p for p, _ in split], [r for _, r in split])
-        return {"rewards": rewards, "scores": rewards, "extra_logs": {"w2s_reward": rewards}}
+        prompts, responses, chars = zip(*[keep_end(p, r, self.cfg.max_chars) for p, r in split])
+        tokens = await self.window.overflow(list(prompts), list(responses))
+        if refuse:
+            _check_window(tokens, self.window.window)
+        return list(prompts), list(responses), list(chars), tokens
 
 
 # ---------------------------------------------------------------- starting it
