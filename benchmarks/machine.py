@@ -1,0 +1,22 @@
+"""The machine line every benchmark prints next to its figures: CPU model, cores, bf16 features."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_line() -> str:
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("", "unknown CPU", platform.processor()):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, bf16 features: {', '.join(bf16) or 'none'}"
