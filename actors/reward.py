@@ -24,7 +24,7 @@ class RewardActor:
         import ray
 
         return {"role": self.role, "name": self.name, "pid": os.getpid(), "kind": self.scorer.kind,
-                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+                "node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
     def score_rows(self, prompts: list[str], responses: list[list[str]]) -> list[list[float]]:
         """One score per response of each row: the scalar reward (bt, one batched call for all rows)

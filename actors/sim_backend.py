@@ -99,11 +99,9 @@ class SimBackend(ModelBackend):
         if temperature == 0 and num_samples > 1:
             raise ValueError("generate: greedy decoding gives one sequence; use temperature > 0 for samples")
         with self._batch(prompts):
-            out = []
-            for p in prompts:
-                salt = [str(seed), str(j)] if temperature > 0 else []
-                out.append([self._text(p, max_new_tokens, *salt) for j in range(num_samples)])
-            return out
+            # greedy: one text per prompt; sampling: one per (seed, sample index)
+            return [[self._text(p, max_new_tokens, *([str(seed), str(j)] if temperature > 0 else []))
+                     for j in range(num_samples)] for p in prompts]
 
     def _text(self, prompt: str, n: int, *salt: str) -> tuple[str, float]:
         words = [_WORDS[int(unit(self.name, prompt, str(i), *salt) * len(_WORDS))] for i in range(min(n, 8))]

@@ -151,7 +151,7 @@ def _stream(stage: StreamStage, plan, cluster_cfg, done: set[str], log, label: s
                   for r in stage.roles}
         log(f"{label}: actors ready in {time.time() - t0:.1f} s on GPUs "
             f"{ {n: [i['gpu_ids'] for i in g.infos] for n, g in groups.items()} }"
-            + (f" over {len({i['node_id'] for g in groups.values() for i in g.infos})} node(s)"))
+            + f" over {len({i.get('node_id') for g in groups.values() for i in g.infos})} node(s)")
         before = _counters(groups, stage.counters)
         t1 = time.time()
         ds = pending_rows(stage.split_dir, done, log, label)

@@ -21,7 +21,7 @@ or in the URL as `http://user:<token>@host:port/...` or `?token=<token>`; servin
     POST /v1/rank     {"prompt", "responses": [r1, ..., rN]}       -> {"scores", "order", "chosen", "rejected"}
     POST /get_reward  {"query": [...], "prompts"?, "labels"?}      -> {"rewards", "scores", "extra_logs"}  (OpenRLHF)
                       long samples: cut from the left (serve.long_inputs), flagged in extra_logs
-    GET  /healthz                                                  -> {"status": "ok", "kind", "model"}
+    GET  /healthz                                                  -> {"status": "ok", "kind", "model", "replica"}
     GET  /v1/stats                                                 -> {"forwards", "items", "largest_forward", ...}
     GET  /openapi.json, /docs
 
@@ -39,6 +39,7 @@ request models as real annotations.)
 
 import asyncio
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -119,6 +120,7 @@ class Health(BaseModel):
     status: str
     kind: str
     model: str
+    replica: str  # which Serve replica answered (tells the replicas of a deployment apart)
 
 
 class Stats(BaseModel):
@@ -269,7 +271,8 @@ class RewardServer:
 
     @app.get("/healthz", response_model=Health)
     async def healthz(self):
-        return {"status": "ok", "kind": self.scorer.kind, "model": Path(self.cfg.model_dir).name}
+        return {"status": "ok", "kind": self.scorer.kind, "model": Path(self.cfg.model_dir).name,
+                "replica": serve.get_replica_context().replica_id.unique_id}
 
     @app.get("/v1/stats", response_model=Stats)
     async def stats_(self):
@@ -352,7 +355,10 @@ def app_builder(args: dict):
 
     args = dict(args)
     path = args.pop("config", None)
-    cfg = load_config(ServeConfig, path, [f"{k}={v}" for k, v in args.items()])
+    # `serve run ... key=value` gives strings (YAML-parsed like any override); a Serve config
+    # file gives typed values, written as JSON (YAML reads it) so null stays null, not "None"
+    over = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
+    cfg = load_config(ServeConfig, path, over)
     return build_app(_absolute(cfg))
 
 

@@ -102,7 +102,12 @@ def test_shipped_configs_validate():
     from serving.config import ServeConfig
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    others = {"serve.yaml": lambda p: load_config(ServeConfig, p), "seam_principles.yaml": load_principles}
+    from ray.serve.schema import ServeDeploySchema
+
+    from cluster.loader import load_yaml
+
+    others = {"serve.yaml": lambda p: load_config(ServeConfig, p), "seam_principles.yaml": load_principles,
+              "serve_deploy.yaml": lambda p: ServeDeploySchema.model_validate(load_yaml(p))}
     checked = 0
     for path in sorted(root.glob("*.yaml")):
         if path.name in others:
