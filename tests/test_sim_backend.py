@@ -57,11 +57,12 @@ def test_actors_sharing_a_gpu_take_turns(ray_cluster, share, turns):
 
     cfg = ClusterConfig(weak_gpu=share, cpus_per_actor=0.25)
     plan = plan_resources({"weak": 2}, cfg, 2.0)
-    kwargs = [{"name": f"s{i}", "spec": f"sim:s{i}:400", "backend": BackendConfig()} for i in range(2)]
+    kwargs = [{"name": f"s{i}", "spec": f"sim:s{i}:1000", "backend": BackendConfig()} for i in range(2)]
     with WorkerGroup(WeakActor, plan.roles["weak"], cfg, kwargs) as g:
         assert len({tuple(i["gpu_ids"]) for i in g.infos}) == (2 if share == 1.0 else 1)
         ray.get([a.score_options.remote(["warm"], [["A", "B"]]) for a in g.actors])
         t0 = time.time()
         ray.get([a.score_options.remote(["t"], [["A", "B"]]) for a in g.actors])
         wall = time.time() - t0
-    assert 0.4 * turns <= wall < 0.4 * turns + 0.35, wall
+    # one GPU each: the two 1 s batches overlap (well under 2 s); one GPU shared: they take turns
+    assert (wall < 1.9) if turns == 1 else (wall >= 2.0), wall
