@@ -484,7 +484,7 @@ def main(argv=None) -> int:
     head.append(f"CPU: {cpu_name}, {os.cpu_count()} cores, bf16 features: {cpu_bf16}. torch {torch.__version__}, "
                 f"transformers {transformers.__version__}, Python {platform.python_version()}.")
     if not transformers.__version__.startswith("5."):
-        head.append(f"WARNING: the project pins transformers 5.23.0; this is {transformers.__version__}.")
+        head.append(f"WARNING: the embedded configs are transformers 5.x configs; this is {transformers.__version__}.")
     log = (lambda s: print(s, flush=True))
     peak = matmul_peak(device)
     head.append(f"Measured bf16 matmul peak ({'8192' if cuda else '2048'}^3, best of 3): {peak:.1f} TFLOP/s.")

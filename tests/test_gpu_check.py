@@ -47,4 +47,6 @@ def test_gpu_check_configs_are_the_embedded_ones(smollm2_ready):
     for key, (name, cfg, _) in gpu_check.MODELS.items():
         path = model_dir(name) / "config.json"
         if path.is_file():  # gemma3-270m may not be set up where only SmolLM2 is
-            assert json.loads(path.read_text()) == cfg, key
+            # the version that converted the cache is not part of the architecture
+            drop = lambda d: {k: v for k, v in d.items() if k != "transformers_version"}  # noqa: E731
+            assert drop(json.loads(path.read_text())) == drop(cfg), key

@@ -44,7 +44,7 @@ bf16, a CPU with avx512_bf16 / amx_bf16), else fp32. bf16 is applied as
     GPU                    HF / TRL `bf16=True` (engine torch: autocast; engine deepspeed:
                            DeepSpeed's bf16 mode)
     CPU, engine torch      HF / TRL `bf16=True, use_cpu=True`: accelerate's CPU autocast, fp32
-                           weights (runs with TRL 1.16 / transformers 5.23)
+                           weights (runs with TRL 1.16 / transformers 5.19)
     CPU, engine deepspeed  torch.autocast(cpu, bf16) around TRL's forwards (the policy's loss and
                            the reference log-probs), DeepSpeed itself in fp32: what the SFT loop
                            does under DeepSpeed on CPU
