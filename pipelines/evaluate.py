@@ -9,6 +9,14 @@ Metrics:
   PGR            seed 000 Eq. 4: (Acc(w2s) - Acc(weak)) / |Acc(ceiling) - Acc(weak)|, weak = the
                  supervisor that labelled the data (the ensemble, or the single weak model);
                  None when ceiling == weak
+  gain           Acc(w2s) - Acc(strong zero-shot): what training on the weak labels bought over not
+                 training at all (the strongest simple baseline); negative = the method made the
+                 strong model worse
+  intervals      95% percentile bootstrap over the test rows (B = 2000, rows resampled with
+                 replacement, the same resample for every model, so differences are paired):
+                 each accuracy, each PGR (resamples with a zero weak-ceiling gap dropped), each
+                 gain, and each difference between two W2S methods; a difference is significant
+                 when its interval excludes 0
   deception      seed 002 (Yang et al.): among test rows the strong ceiling gets right and the W2S
                  model gets wrong, the fraction in the weak supervisor's unknown area (rows it gets
                  wrong): |{ceil right, w2s wrong, weak wrong}| / |{ceil right, w2s wrong}|;
@@ -54,9 +62,42 @@ def predictions(eval_dir: Path, column: str = "weak_label") -> dict[str, tuple[i
     return {i: (p, y) for i, p, y in zip(t["id"].to_pylist(), pred, t["label"].to_pylist())}
 
 
-def compare(evals: dict[str, Path], weak_names: list[str], supervisor: str, ceiling: str, w2s: list[str]) -> dict:
-    """Accuracy per evaluated model, and PGR / deception score per W2S model. evals["weak"] is the
-    weak ensemble scored on the test split: it yields "weak <name>" per model and "weak ensemble"."""
+def interval(samples) -> list[float] | None:
+    """The 95% percentile interval of bootstrap samples (NaNs dropped), or None if none is left."""
+    x = np.asarray(samples, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))] if x.size else None
+
+
+def bootstrap(correct: dict[str, np.ndarray], supervisor: str, ceiling: str, zero_shot: str | None,
+              w2s: list[str], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired percentile bootstrap over test rows (module docstring, `intervals`)."""
+    names = list(correct)
+    mat = np.stack([correct[n].astype(np.float64) for n in names])  # models x rows
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, mat.shape[1], size=(n_boot, mat.shape[1]))
+    boot = {n: mat[i][idx].mean(axis=1) for i, n in enumerate(names)}  # B accuracies per model
+    gap = np.abs(boot[ceiling] - boot[supervisor])
+    out = {"n_boot": n_boot, "accuracy": {n: interval(b) for n, b in boot.items()}, "pgr": {}, "gain": {},
+           "differences": {}}
+    for n in w2s:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["pgr"][n] = interval(np.where(gap > 1e-12, (boot[n] - boot[supervisor]) / gap, np.nan))
+        if zero_shot:
+            out["gain"][n] = interval(boot[n] - boot[zero_shot])
+    for i, a in enumerate(w2s):
+        for b in w2s[i + 1:]:
+            ci = interval(boot[a] - boot[b])
+            out["differences"][f"{a} - {b}"] = {"diff": float(correct[a].mean() - correct[b].mean()), "ci": ci,
+                                                "significant": bool(ci[0] > 0 or ci[1] < 0)}
+    return out
+
+
+def compare(evals: dict[str, Path], weak_names: list[str], supervisor: str, ceiling: str, w2s: list[str],
+            zero_shot: str | None = None) -> dict:
+    """Accuracy per evaluated model, PGR / gain over the strong zero-shot / deception score per
+    W2S model, and their bootstrap intervals. evals["weak"] is the weak ensemble scored on the
+    test split: it yields "weak <name>" per model and "weak ensemble"."""
     preds = {f"weak {n}": predictions(evals["weak"], f"probs_{n}") for n in weak_names}
     if len(weak_names) > 1:
         preds["weak ensemble"] = predictions(evals["weak"])
@@ -64,17 +105,25 @@ def compare(evals: dict[str, Path], weak_names: list[str], supervisor: str, ceil
     ids = sorted(preds[ceiling])
     correct = {n: np.array([p[i][0] == p[i][1] for i in ids]) for n, p in preds.items()}
     acc = {n: float(c.mean()) for n, c in correct.items()}
-    out = {"accuracy": acc, "supervisor": supervisor, "pgr": {}, "deception": {}}
+    out = {"accuracy": acc, "supervisor": supervisor, "zero_shot": zero_shot, "rows": len(ids), "pgr": {},
+           "gain": {}, "deception": {}}
     for n in w2s:
         out["pgr"][n] = pgr(acc[n], acc[supervisor], acc[ceiling])
+        if zero_shot:
+            out["gain"][n] = acc[n] - acc[zero_shot]
         out["deception"][n] = deception_score(correct[ceiling], correct[n], correct[supervisor])
+    out["intervals"] = bootstrap(correct, supervisor, ceiling, zero_shot, w2s)
+    out["below_zero_shot"] = [n for n, g in out["gain"].items() if g < 0]
     return out
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path, metric: str = "accuracy") -> None:
+def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path, metric: str = "accuracy",
+                  zero_shot: float | None = None) -> None:
+    """Bars per model (W2S green) with their 95% intervals where known; the weak supervisor, the
+    strong zero-shot and the ceiling as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,15 +131,63 @@ def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path, met
 
     fig, ax = plt.subplots(figsize=(8, 3.8))
     names = [r["name"] for r in rows]
-    ax.bar(range(len(rows)), [r["accuracy"] for r in rows], color=["#888" if r["kind"] != "w2s" else "#3a7" for r in rows])
+    heights = [r["accuracy"] for r in rows]
+    err = np.array([[r["accuracy"] - r["ci"][0], r["ci"][1] - r["accuracy"]] if r.get("ci") else [0.0, 0.0]
+                    for r in rows]).T
+    ax.bar(range(len(rows)), heights, yerr=err, capsize=3,
+           color=["#888" if r["kind"] != "w2s" else "#3a7" for r in rows])
     ax.axhline(weak, color="#c33", ls="--", label=f"weak supervisor {weak:.3f}")
+    if zero_shot is not None:
+        ax.axhline(zero_shot, color="#e90", ls=":", label=f"strong zero-shot {zero_shot:.3f}")
     ax.axhline(ceiling, color="#33c", ls="--", label=f"strong ceiling {ceiling:.3f}")
     ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(f"test {metric}")
+    ax.set_ylabel(f"test {metric} (bars: 95% bootstrap interval)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _ci(x: float | None, ci: list[float] | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{x:.3f}"
+
+
+def result_lines(ev: dict) -> list[str]:
+    """The results table: accuracy, PGR and gain over the strong zero-shot with 95% intervals."""
+    acc, iv = ev["accuracy"], ev.get("intervals", {})
+    zs = ev.get("zero_shot")
+    lines = [f"| model | test {ev.get('metric', 'accuracy')} [95% CI] | PGR [95% CI] | gain over zero-shot [95% CI] "
+             "| deception score |", "|---|---|---|---|---|"]
+    for n, a in acc.items():
+        p, d, g = ev["pgr"].get(n), ev["deception"].get(n), ev.get("gain", {}).get(n)
+        w2s = n in ev["pgr"]
+        lines.append(f"| {n} | {_ci(a, iv.get('accuracy', {}).get(n))} | {_ci(p, iv.get('pgr', {}).get(n)) if w2s else ''} "
+                     f"| {_ci(g, iv.get('gain', {}).get(n)) if w2s and zs else ''} "
+                     f"| {'' if n not in ev['deception'] else ('n/a' if d is None else f'{d:.3f}')} |")
+    lines += ["", f"PGR = (Acc(w2s) - Acc(weak)) / |Acc(ceiling) - Acc(weak)| (seed 000 Eq. 4), weak = "
+              f"`{ev['supervisor']}`."]
+    if zs:
+        lines.append(f"Gain over zero-shot = Acc(w2s) - Acc(`{zs}`): what training on the weak labels bought over "
+                     "not training the strong model at all.")
+    if iv:
+        lines.append(f"Intervals: 95% percentile bootstrap over the {ev.get('rows', '?')} test rows "
+                     f"(B = {iv['n_boot']}, paired: the same resample for every model).")
+    lines.append("")
+    below = ev.get("below_zero_shot", [])
+    for n in below:
+        ci = iv.get("gain", {}).get(n)
+        sure = "significantly (interval below 0)" if ci and ci[1] < 0 else "within noise (interval spans 0)"
+        lines.append(f"**{n} ends below the strong zero-shot** ({ev['gain'][n]:+.3f}, {sure}).")
+    if below:
+        lines.append("")
+    diffs = iv.get("differences", {})
+    if diffs:
+        sig = [f"{k} ({v['diff']:+.3f})" for k, v in diffs.items() if v["significant"]]
+        lines += [f"Differences between W2S methods (paired bootstrap): {len(sig)} of {len(diffs)} significant"
+                  + (": " + ", ".join(sig) if sig else "; every other gap is within noise") + ".", ""]
+    return lines
 
 
 def write_report(root: Path, metrics: dict, sections=()) -> Path:
@@ -98,16 +195,16 @@ def write_report(root: Path, metrics: dict, sections=()) -> Path:
     (pipelines/methods: each `(root, metrics) -> lines`), stage times and the plots."""
     ev = metrics["evaluation"]
     acc, sup, ceil = ev["accuracy"], ev["supervisor"], ev["ceiling"]
-    rows = [{"name": n, "accuracy": a, "kind": "w2s" if n in ev["pgr"] else "ref"} for n, a in acc.items()]
-    plot_accuracy(rows, acc[sup], acc[ceil], root / "accuracy.png", ev.get("metric", "accuracy"))
+    cis = ev.get("intervals", {}).get("accuracy", {})
+    rows = [{"name": n, "accuracy": a, "kind": "w2s" if n in ev["pgr"] else "ref", "ci": cis.get(n)}
+            for n, a in acc.items()]
+    zs = ev.get("zero_shot")
+    plot_accuracy(rows, acc[sup], acc[ceil], root / "accuracy.png", ev.get("metric", "accuracy"),
+                  acc.get(zs) if zs else None)
     lines = [f"# w2s run report: {root}", "",
              f"Task: {metrics['data']['source']}, test rows: {metrics['data']['counts']['test']}; "
-             f"weak supervisor: `{sup}`; strong: `{metrics['strong_spec']}`.", "",
-             f"| model | test {ev.get('metric', 'accuracy')} | PGR | deception score |", "|---|---|---|---|"]
-    for n, a in acc.items():
-        p, d = ev["pgr"].get(n), ev["deception"].get(n)
-        lines.append(f"| {n} | {a:.3f} | {'' if n not in ev['pgr'] else ('n/a' if p is None else f'{p:.3f}')} | "
-                     f"{'' if n not in ev['deception'] else ('n/a' if d is None else f'{d:.3f}')} |")
+             f"weak supervisor: `{sup}`; strong: `{metrics['strong_spec']}`.", ""]
+    lines += result_lines(ev)
     for section in sections:
         lines += section(root, metrics)
     if "alignment" in metrics:

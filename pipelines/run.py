@@ -318,7 +318,7 @@ def stage_eval(cfg: RunConfig, log=print) -> dict:
     per_model = [m.name for m in weak.models]
     supervisor = "weak ensemble" if len(per_model) > 1 else f"weak {per_model[0]}"
     w2s = [n for n in dirs if n.startswith("w2s ")]
-    result = compare(dirs, per_model, supervisor, "strong ceiling", w2s)
+    result = compare(dirs, per_model, supervisor, "strong ceiling", w2s, zero_shot="strong zero-shot")
     result["ceiling"] = "strong ceiling"
     return result
 
@@ -393,9 +393,7 @@ def report_sections(cfg: RunConfig) -> list:
 
 
 def results_table(metrics: dict) -> str:
-    ev = metrics["evaluation"]
-    lines = [f"| model | test {ev.get('metric', 'accuracy')} | PGR |", "|---|---|---|"]
-    for n, a in ev["accuracy"].items():
-        p = ev["pgr"].get(n)
-        lines.append(f"| {n} | {a:.3f} | {'' if n not in ev['pgr'] else ('n/a' if p is None else f'{p:.3f}')} |")
-    return "\n".join(lines)
+    """The report's results table (with intervals and the zero-shot flags) for the console."""
+    from pipelines.evaluate import result_lines
+
+    return "\n".join(result_lines(metrics["evaluation"]))

@@ -6,7 +6,9 @@ import json
 import pytest
 
 from conftest import tiny_run_config
-from pipelines.evaluate import deception_score, pgr
+import numpy as np
+
+from pipelines.evaluate import bootstrap, deception_score, interval, pgr, result_lines
 from pipelines.run import run
 
 
@@ -27,6 +29,39 @@ def test_deception_score_cases():
     assert deception_score(ceil, w2s, weak) == pytest.approx(2 / 3)
     assert deception_score([1, 1], [1, 1], [0, 0]) is None  # no regression: undefined
     assert deception_score([1, 1], [0, 0], [1, 1]) == 0.0
+
+
+def _rows(k: int, n: int = 10) -> np.ndarray:
+    return np.array([True] * k + [False] * (n - k))
+
+
+def test_paired_bootstrap_by_hand():
+    c = {"weak": _rows(5), "zs": _rows(6), "ceil": _rows(10), "w2s a": _rows(8), "w2s b": _rows(8),
+         "w2s all": np.ones(10, bool), "w2s none": np.zeros(10, bool)}
+    out = bootstrap(c, "weak", "ceil", "zs", ["w2s a", "w2s b", "w2s all", "w2s none"], n_boot=500)
+    assert interval([0.3] * 7) == [0.3, 0.3] and interval([float("nan")]) is None
+    assert out["accuracy"]["ceil"] == [1.0, 1.0] and out["accuracy"]["w2s all"] == [1.0, 1.0]
+    lo, hi = out["accuracy"]["w2s a"]
+    assert 0.4 <= lo < 0.8 < hi <= 1.0
+    # the same rows in every resample: identical models differ by exactly 0, never significantly
+    assert out["differences"]["w2s a - w2s b"] == {"diff": 0.0, "ci": [0.0, 0.0], "significant": False}
+    # right on every row against wrong on every row: a difference of 1 in every resample
+    assert out["differences"]["w2s all - w2s none"] == {"diff": 1.0, "ci": [1.0, 1.0], "significant": True}
+    # gain over zero-shot = acc - acc(zs) per resample; PGR of the always-right model: (1 - w) / (1 - w) = 1
+    assert out["gain"]["w2s none"][1] <= -0.2 and out["pgr"]["w2s all"] == [1.0, 1.0]
+    assert len(out["differences"]) == 6
+
+
+def test_zero_gap_pgr_interval_is_none_and_the_report_flags_below_zero_shot():
+    c = {"weak": _rows(5), "zs": _rows(9), "ceil": _rows(5), "w2s a": _rows(4)}
+    out = bootstrap(c, "weak", "ceil", "zs", ["w2s a"], n_boot=200)
+    assert out["pgr"]["w2s a"] is None  # ceiling == weak on every row: no gap in any resample
+    ev = {"accuracy": {n: float(v.mean()) for n, v in c.items()}, "supervisor": "weak", "ceiling": "ceil",
+          "zero_shot": "zs", "rows": 10, "pgr": {"w2s a": None}, "gain": {"w2s a": -0.5}, "deception": {"w2s a": None},
+          "below_zero_shot": ["w2s a"], "intervals": out}
+    text = "\n".join(result_lines(ev))
+    assert "**w2s a ends below the strong zero-shot** (-0.500, significantly (interval below 0))" in text
+    assert "| w2s a | 0.400 [" in text and "Gain over zero-shot = Acc(w2s) - Acc(`zs`)" in text
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +87,14 @@ def test_tiny_run_end_to_end(tiny_run):
         expected = pgr(acc[f"w2s {m}"], sup, acc["strong ceiling"])
         assert ev["pgr"][f"w2s {m}"] == (None if expected is None else pytest.approx(expected))
     assert json.loads((d / "metrics.json").read_text())["evaluation"]["accuracy"] == acc
+    # the strong zero-shot is the baseline of every method: gain, its interval, the flag
+    for m in methods:
+        n = f"w2s {m}"
+        assert ev["gain"][n] == pytest.approx(acc[n] - acc["strong zero-shot"])
+        lo, hi = ev["intervals"]["gain"][n]
+        assert lo <= ev["gain"][n] <= hi
+    assert ev["below_zero_shot"] == [n for n, g in ev["gain"].items() if g < 0]
+    assert "gain over zero-shot [95% CI]" in (d / "report.md").read_text()
     for f in ("report.md", "accuracy.png", "entropy_buckets.png", "reliability_heatmap.png"):
         assert (d / f).stat().st_size > 0
     # the rel_filter strong model saw only kept rows: half of 24, times 2 weak models x 3 orders
