@@ -237,7 +237,7 @@ def dpo_config(job: DPOJob, output_dir: str, on_gpu: bool | None = None, **overr
         lr_scheduler_type=schedule, warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
         max_grad_norm=c.grad_clip, seed=c.seed, data_seed=c.seed,
         bf16=_bf16(c, on_gpu) and not _cpu_autocast(c, on_gpu), fp16=False,
-        use_cpu=not on_gpu, activation_checkpointing=c.gradient_checkpointing, max_length=c.max_length,
+        use_cpu=not on_gpu, gradient_checkpointing=c.gradient_checkpointing, max_length=c.max_length,
         logging_strategy="steps", logging_steps=1, save_strategy="steps" if c.checkpoint_every else "no",
         save_steps=c.checkpoint_every or 500, save_total_limit=1, report_to="none", disable_tqdm=True,
         dataloader_num_workers=0, precompute_ref_log_probs=True, precompute_ref_batch_size=c.micro_batch,
