@@ -7,7 +7,7 @@ from actors.backend import BackendConfig
 from actors.strong import StrongActor
 from actors.weak import WeakActor
 from cluster.config import ClusterConfig
-from cluster.errors import PlacementTimeoutError, WorkerStartError
+from cluster.errors import InsufficientResourcesError, PlacementTimeoutError, WorkerStartError
 from cluster.plan import RolePlan, plan_resources
 from cluster.worker_group import WorkerGroup
 from conftest import live_actors
@@ -57,10 +57,16 @@ def _pg_states():
 
 def test_placement_timeout_cleans_up(ray_cluster):
     cfg = ClusterConfig(ready_timeout_s=1.5)
-    impossible = RolePlan("weak", 1, 1.0, 0.1, ({"GPU": 100.0, "CPU": 0.1},), (0,))
+    # a GPU bundle larger than any node is refused before Ray is asked (it would wait for ever)
+    too_big = RolePlan("weak", 1, 100.0, 0.1, ({"GPU": 100.0, "CPU": 0.1},), (0,))
     before = set(_pg_states())
+    with pytest.raises(InsufficientResourcesError, match="^cluster.weak_gpu: a weak actor needs 100 GPU"):
+        WorkerGroup(WeakActor, too_big, cfg, _kwargs(1, "w"))
+    assert set(_pg_states()) == before
+    # one that a node could hold but the cluster never frees (100 CPUs): the timeout, then cleanup
+    never_free = RolePlan("weak", 1, 1.0, 100.0, ({"GPU": 1.0, "CPU": 100.0},), (0,))
     with pytest.raises(PlacementTimeoutError, match="not ready after 1.5 s"):
-        WorkerGroup(WeakActor, impossible, cfg, _kwargs(1, "w"))
+        WorkerGroup(WeakActor, never_free, cfg, _kwargs(1, "w"))
     new = {k: v for k, v in _pg_states().items() if k not in before}
     assert new and all(state == "REMOVED" for state in new.values())
 
