@@ -334,7 +334,10 @@ def test_auth_on(servers):
                                 json={}, timeout=30).status_code == 401, path
     assert _post(url + "/v1/score", body).status_code == 200
     health = requests.get(url + "/healthz", timeout=30)  # open: load balancers probe it
-    assert health.status_code == 200 and health.json() == {"status": "ok", "kind": "bt", "model": "bt"}
+    h = health.json()
+    assert health.status_code == 200 and {k: h[k] for k in ("status", "kind", "model")} == {"status": "ok", "kind": "bt",
+                                                                                          "model": "bt"}
+    assert set(h) == {"status", "kind", "model", "replica"} and h["replica"]  # which Serve replica answered
 
 
 def test_openapi_lists_request_schemas(servers):
