@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipelines.data import fingerprint
 from pipelines.dpo_pairs import PairsConfig, clean, pairs_stage
-from pipelines.runner import Role, StreamStage, read_complete, run_stage
+from pipelines.runner import Role, StageConflict, StreamStage, read_complete, run_stage
 from training.dpo_config import DPOConfig
 
 
@@ -73,15 +73,14 @@ def stage_reward(cfg, log=print) -> dict:
 def stage_pairs(cfg, log=print) -> dict:
     backend = replace(cfg.policy.backend, head="lm")
     return pairs_stage(cfg.root / "data" / "held_out", cfg.root / "dpo_pairs", cfg.align.pairs,
-                       cfg.policy.spec or cfg.strong.spec, backend, reward_dirs(cfg.root, cfg)["w2s"],
+                       cfg.policy_spec, backend, reward_dirs(cfg.root, cfg)["w2s"],
                        cfg.reward.backend, cfg.weak.labelling(cfg.root), cfg.cluster, log)
 
 
 def stage_dpo(cfg, log=print) -> dict:
-    from pipelines.runner import StageConflict
     from training.dpo_trainer import DPOJob, run_dpo_stage
 
-    job = DPOJob(name="dpo", policy=cfg.policy.spec or cfg.strong.spec, out_dir=str(cfg.root / "dpo"), config=cfg.align.dpo,
+    job = DPOJob(name="dpo", policy=cfg.policy_spec, out_dir=str(cfg.root / "dpo"), config=cfg.align.dpo,
                  data=str(cfg.root / "dpo_pairs" / "train.parquet"))
     return run_dpo_stage(job, log, conflict=StageConflict)
 
@@ -160,7 +159,7 @@ def stage_align_eval(cfg, log=print) -> dict:
     from pipelines.data import read_split
 
     a, root = cfg.align, cfg.root
-    sft = policy_answers(cfg, "sft", cfg.policy.spec or cfg.strong.spec, log)
+    sft = policy_answers(cfg, "sft", cfg.policy_spec, log)
     dpo = policy_answers(cfg, "dpo", str(root / "dpo" / "model"), log)
     dirs = reward_dirs(root, cfg)
 

@@ -165,6 +165,11 @@ class AlignRecipe(W2SRecipe):
 
     NAME = "align"
 
+    @property
+    def policy_spec(self) -> str:
+        """The SFT policy that DPO aligns: policy.spec, or the strong model."""
+        return self.policy.spec or self.strong.spec
+
     def __post_init__(self):
         super().__post_init__()
         if self.align.enabled and not self.reward.enabled:
@@ -323,11 +328,6 @@ def stage_eval(cfg: RunConfig, log=print) -> dict:
     return result
 
 
-def stages(cfg: RunConfig) -> list:
-    """The recipe's stages in order: (name, fn(cfg, log) -> result)."""
-    return cfg.stages()
-
-
 def _brief(result: dict) -> dict:
     drop = ("config", "fingerprint")
     return {k: (_brief(v) if isinstance(v, dict) else v) for k, v in result.items() if k not in drop}
@@ -350,7 +350,7 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
 
     t0 = time.time()
     metrics: dict = {"stages": {}, "data": {}, "strong_spec": cfg.strong.spec}
-    for name, fn in stages(cfg):
+    for name, fn in cfg.stages():
         if name != "data":
             # every logical GPU the run will need, declared once: a local cluster cannot grow later
             connect(cfg.cluster, gpus_needed(cfg))

@@ -167,7 +167,7 @@ def _stream(stage: StreamStage, plan, cluster_cfg, done: set[str], log, label: s
 # what a lost node or a dead actor raises, at any depth of the chain Ray Data wraps it in
 _CAPACITY_ERRORS = ("ActorDiedError", "ActorUnavailableError", "RayActorError", "NodeDiedError",
                     "ObjectLostError", "OwnerDiedError", "WorkerCrashedError", "ActorUnschedulableError",
-                    "PlacementTimeoutError", "WorkerStartError")
+                    "PlacementTimeoutError")
 
 
 def lost_capacity(e: BaseException) -> str | None:
@@ -176,13 +176,16 @@ def lost_capacity(e: BaseException) -> str | None:
     seen, todo = set(), [e]
     while todo:
         x = todo.pop()
-        if x is None or id(x) in seen:
+        if id(x) in seen:
             continue
         seen.add(id(x))
         for cls in type(x).__mro__:
             if cls.__name__ in _CAPACITY_ERRORS:
                 return cls.__name__
-        todo += [x.__cause__, x.__context__, getattr(x, "cause", None)]
+        # `raise ... from None` hides the context: a WorkerStartError for a model that cannot
+        # load carries the RayActorError of its creation task there, and is not lost capacity
+        links = (x.__cause__, None if x.__suppress_context__ else x.__context__, getattr(x, "cause", None))
+        todo += [c for c in links if isinstance(c, BaseException)]  # WorkerStartError.cause may be text
     text = str(e)
     return next((n for n in _CAPACITY_ERRORS if n in text), None)
 

@@ -57,3 +57,25 @@ def test_training_across_two_nodes_loses_one_and_resumes_onto_the_same_trajector
     assert 3 <= out["steps_at_loss"] < 9  # after the step-3 checkpoint, before the end
     assert out["steps"] == list(range(1, 10))  # history truncated to the checkpoint, then continued
     assert out["lost"] == pytest.approx(out["full"], abs=1e-5)
+
+
+def test_lost_capacity_tells_cluster_failures_from_bugs():
+    from ray.exceptions import ActorDiedError, RayActorError
+
+    from cluster.errors import PlacementTimeoutError, WorkerStartError
+    from pipelines.runner import lost_capacity
+
+    def chained(outer, inner, hide=False):
+        try:
+            try:
+                raise inner
+            except Exception as e:
+                raise outer from (None if hide else e)
+        except Exception as got:
+            return got
+
+    assert lost_capacity(chained(RuntimeError("batch failed"), ActorDiedError())) == "ActorDiedError"
+    assert lost_capacity(PlacementTimeoutError("weak: not ready")) == "PlacementTimeoutError"
+    assert lost_capacity(ValueError("a bug")) is None
+    # a model that cannot load: WorkerGroup raises WorkerStartError from None over the actor's death
+    assert lost_capacity(chained(WorkerStartError("weak", 1, "does not exist"), RayActorError(), hide=True)) is None
