@@ -23,6 +23,9 @@ class BackendConfig:
     # torch.compile the model (fuses the elementwise ops that take half of a bf16 forward on
     # CPU). Costs 1-2 min once per process (cached on disk); pays off on long annotation runs.
     compile: bool = False
+    # answer-text scoring: the prompt once and the K options as continuations in one packed
+    # sequence with a block mask (actors/packing.py), instead of K prompt + option sequences
+    shared_prompt: bool = True
     gpu_memory_utilization: float = 0.85  # vLLM only
 
     def __post_init__(self):

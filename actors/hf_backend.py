@@ -14,6 +14,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from actors.backend import (BackendConfig, ModelBackend, apply_stop, check_stop, default_threads, encode_pairs,
                             encode_prompts, label_token_ids, resolve_dtype)
+from actors.packing import option_token_logprobs, pack_rows, supports_packing
 from actors.registry import load_model
 
 
@@ -79,6 +80,35 @@ class HFBackend(ModelBackend):
                 row = logits[r] if classifier else logits[r, label_ids[i]]
                 out[i] = torch.softmax(row, -1).cpu().numpy().astype(np.float64)
             self.tokens_seen += int(mask.sum())
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def score_texts(self, texts: list[str], answers: list[list[str]], chat: bool = False) -> list[np.ndarray]:
+        """As ModelBackend.score_texts, with each prompt computed once (backend.shared_prompt):
+        the options are continuations in one packed row (actors/packing.py). Prompts are cut to
+        max_length minus the row's longest option, so each unpacked prompt + option fits."""
+        if not self.cfg.shared_prompt or self.cfg.head == "classifier" or not supports_packing(self.model):
+            return super().score_texts(texts, answers, chat)
+        if len(texts) != len(answers):
+            raise ValueError("score_texts: texts and answers differ in length")
+        opts = [[ids[: self.cfg.max_length - 1] for ids in self.tok(row, add_special_tokens=False)["input_ids"]]
+                for row in answers]
+        if any(not c for row in opts for c in row):
+            raise ValueError("sequence_logprobs: empty continuation")
+        prompts = [encode_prompts(self.tok, [t], chat, self.cfg.max_length - max(len(c) for c in row), self.spec)[0]
+                   for t, row in zip(texts, opts)]
+        lengths = [len(p) + sum(len(c) for c in row) for p, row in zip(prompts, opts)]
+        out: list[np.ndarray | None] = [None] * len(texts)
+        for batch in self._micro_batches(lengths):
+            packed = pack_rows([prompts[i] for i in batch], [opts[i] for i in batch], self.tok.pad_token_id)
+            packed = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in packed.items()}
+            lp = option_token_logprobs(self.model, packed, self.dtype)
+            s = (lp.sum(-1) / packed["cont_mask"].sum(-1).clamp(min=1)).double().cpu().numpy()
+            for r, i in enumerate(batch):
+                row = s[r, : len(opts[i])]
+                e = np.exp(row - row.max())
+                out[i] = e / e.sum()
+            self.tokens_seen += int((packed["segment"] >= 0).sum())
         return out  # type: ignore[return-value]
 
     def sequence_logprobs(self, prompts: list[str], continuations: list[str],

@@ -22,6 +22,9 @@ class TrainConfig(OptimConfig):
     head: str = "lm"
     lm_normalize: str = "vocab"  # lm head: log-probs over the vocabulary (CLM) or over the K labels
     checkpoint_at_end: bool = True  # full state (model + optimizer) after the last step
+    # answer-text options: the prompt once per row and the K options as continuations in one
+    # packed sequence with a block mask (actors/packing.py), instead of K prompt + option sequences
+    shared_prompt: bool = True
     # W2S loss parameters
     gamma_max: float = 0.5  # aux confidence loss (seed 003 Eq. 1 / 5)
     gamma_warmup_frac: float = 0.2

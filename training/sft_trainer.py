@@ -127,9 +127,13 @@ def _left_pad(seqs: list[list[int]], pad_id: int) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
 
-def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device) -> dict:
+def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device, pack_model=None) -> dict:
+    """The model inputs of one micro-batch. pack_model: answer-text rows become one packed sequence
+    each (actors/packing.py), with the block mask built for this model's attention layers."""
     from actors.backend import encode_prompts, label_token_ids
 
+    if job.answer == "text" and pack_model is not None and job.train.head != "reward":
+        return _collate_packed(batch, tok, job, device, pack_model)
     if job.answer == "sequence":
         return {k: v.to(device) for k, v in collate_sequences(batch, tok, job).items()}
     if job.train.head == "reward":  # B x K sequences: one rendered (prompt, response) text per option
@@ -146,8 +150,30 @@ def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device) ->
         seqs = encode_prompts(tok, [e["text"] for e in batch], job.chat, job.train.max_length)
         out = _left_pad(seqs, tok.pad_token_id)
         out["label_ids"] = torch.tensor([label_token_ids(tok, e["labels"], label_cache) for e in batch])
-    out.update({"target": torch.tensor([e["target"] for e in batch]),
-                "weight": torch.tensor([e["weight"] for e in batch], dtype=torch.float32)})
+    return {**{k: v.to(device) for k, v in out.items()}, **_targets(batch, device)}
+
+
+def _collate_packed(batch: list[dict], tok, job: TrainJob, device, model) -> dict:
+    """Answer-text rows packed: prompt cut to max_length minus the longest option of the batch
+    (the K-sequence path's rule, so both see the same tokens)."""
+    from actors.backend import encode_prompts
+    from actors.packing import attention_mask_for, pack_rows
+
+    opts = [tok(e["labels"], add_special_tokens=False)["input_ids"] for e in batch]
+    longest = max(len(c) for row in opts for c in row)
+    prompts = encode_prompts(tok, [e["text"] for e in batch], job.chat, job.train.max_length - longest)
+    out = pack_rows(prompts, opts, tok.pad_token_id)
+    keep = out.pop("keep")
+    out = {k: v.to(device) for k, v in out.items()}
+    out["attention_mask"] = attention_mask_for(model, out["segment"], out["position_ids"])
+    out["keep"] = keep
+    out.update(_targets(batch, device))
+    return out
+
+
+def _targets(batch: list[dict], device) -> dict:
+    out = {"target": torch.tensor([e["target"] for e in batch]),
+           "weight": torch.tensor([e["weight"] for e in batch], dtype=torch.float32)}
     if batch[0].get("soft") is not None:
         out["soft"] = torch.tensor([e["soft"] for e in batch], dtype=torch.float32)
         out["weak_labels"] = torch.tensor([e["weak_labels"] for e in batch])
@@ -200,6 +226,8 @@ def option_scores(model, batch: dict, head: str, lm_normalize: str) -> tuple[tor
     if head == "reward":  # r(x, y_k) from the scalar head; softmax over K = Bradley-Terry for K = 2
         r = model(**common).logits[:, 0].float().view(batch["target"].shape[0], -1)
         return torch.log_softmax(r, -1), r
+    if "segment" in batch:
+        return packed_text_scores(model, batch, lm_normalize)
     if "cont_mask" in batch:
         return text_scores(model, batch, common, lm_normalize)
     if head == "classifier":
@@ -223,6 +251,16 @@ def text_scores(model, batch: dict, common: dict, lm_normalize: str) -> tuple[to
     s = (tok_lp * cont).sum(1) / cont.sum(1)
     b = batch["target"].shape[0]
     s = s.view(b, -1)
+    logp = s if lm_normalize == "vocab" else torch.log_softmax(s, -1)
+    return logp, s - s.mean(1, keepdim=True)
+
+
+def packed_text_scores(model, batch: dict, lm_normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """text_scores on packed rows: the same s_k, one sequence per row (actors/packing.py)."""
+    from actors.packing import option_token_logprobs
+
+    lp = option_token_logprobs(model, batch)
+    s = lp.sum(-1) / batch["cont_mask"].sum(-1)
     logp = s if lm_normalize == "vocab" else torch.log_softmax(s, -1)
     return logp, s - s.mean(1, keepdim=True)
 
@@ -261,6 +299,7 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
     """The training loop. `report(metrics, checkpoint_dir | None)` is Ray Train's or the local one."""
     import torch.distributed as dist
 
+    from actors.packing import supports_packing
     from actors.registry import load_model
 
     t = job.train
@@ -300,6 +339,7 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
         start = _load_checkpoint(resume_dir, engine, model, optimizer, scheduler)
     weak_w = torch.tensor(job.weak_weights, dtype=torch.float32, device=device)
     label_cache: dict = {}
+    pack_model = model if job.answer == "text" and t.shared_prompt and supports_packing(model) else None
     global_batch = t.micro_batch * t.grad_accum * world
     history = launcher.history_path(job.out_dir)
     if rank == 0:
@@ -310,7 +350,7 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
         losses, extra, n_tok = [], {}, 0
         for m in range(t.grad_accum):
             part = idx[(m * world + rank) * t.micro_batch:(m * world + rank + 1) * t.micro_batch]
-            batch = collate([job.examples[i] for i in part], tok, label_cache, job, device)
+            batch = collate([job.examples[i] for i in part], tok, label_cache, job, device, pack_model)
             if job.answer == "sequence":
                 with _autocast(t, device):
                     logits = sequence_logits(engine or model, batch)
@@ -325,7 +365,7 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
             else:
                 (loss / t.grad_accum).backward()
             losses.append(loss.item())
-            n_tok += int(batch["attention_mask"].sum())
+            n_tok += int((batch["segment"] >= 0).sum() if "segment" in batch else batch["attention_mask"].sum())
         if engine is None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
