@@ -12,7 +12,9 @@ models  8 nodes x 8 logical GPUs (ray.cluster_utils.Cluster); N weak models at o
         scores every batch, so ideal = batches x latency x models per GPU (flat in models)
 rows    4 weak models (0 ms) on one node over 1k, 10k, 100k rows: the driver's peak RSS and the
         object store's peak use, each size in a fresh process
-Writes benchmarks/results/scale_sim.md.
+Writes --out/scale_sim.md (default benchmarks/results).
+
+    .venv/bin/python benchmarks/scale_sim.py --smoke --out /tmp/x   # 2 nodes x 2 GPUs, 1-2 models, 200 rows
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import subprocess
 import sys
@@ -31,6 +32,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+# (weak models, GPU share per model) of the models table
+PLANS = [(1, 1.0), (4, 1.0), (16, 1.0), (64, 1.0), (64, 0.5), (64, 0.25)]
+SMOKE = {"nodes": 2, "gpus_per_node": 2, "plans": [(1, 1.0), (4, 0.5)], "rows": 64, "latency_ms": 20.0,
+         "sizes": [200]}
 
 
 def rows(n: int) -> list[dict]:
@@ -64,8 +71,8 @@ def part_models(args) -> list[dict]:
 
     n_rows, batch_rows, in_flight, latency = args.rows, 16, 8, args.latency_ms
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 0})
-    for _ in range(8):
-        cluster.add_node(num_cpus=8, num_gpus=8)
+    for _ in range(args.nodes):
+        cluster.add_node(num_cpus=8, num_gpus=args.gpus_per_node)
     cluster.wait_for_nodes()
     out = []
     try:
@@ -74,11 +81,11 @@ def part_models(args) -> list[dict]:
             write_split(rows(n_rows), split, shard_rows=64)
             # warm-up (not reported): the first stage on a fresh cluster also starts Ray Data's
             # worker processes on every node
-            annotate(split, Path(tmp) / "warmup", 8, latency, ClusterConfig(address=cluster.address, cpus_per_actor=0.1,
-                                                                           strategy="SPREAD"),
+            warm = ClusterConfig(address=cluster.address, cpus_per_actor=0.1, strategy="SPREAD")
+            annotate(split, Path(tmp) / "warmup", min(8, args.nodes * args.gpus_per_node), latency, warm,
                      batch_rows, in_flight)
             _settle()
-            for i, (n, share) in enumerate([(1, 1.0), (4, 1.0), (16, 1.0), (64, 1.0), (64, 0.5), (64, 0.25)]):
+            for i, (n, share) in enumerate(args.plans):
                 cfg = ClusterConfig(address=cluster.address, weak_gpu=share, cpus_per_actor=0.1, strategy="SPREAD",
                                     ready_timeout_s=900)
                 r = annotate(split, Path(tmp) / f"out{i}", n, latency, cfg, batch_rows, in_flight)
@@ -151,13 +158,15 @@ def part_rows(args) -> list[dict]:
 
 
 def render(models: list[dict], sizes: list[dict], args) -> str:
-    from benchmarks.machine import cpu_line
+    from benchmarks.machine import cpu_line, load_line
 
     lines = [f"Machine: {cpu_line()}. Simulated weak models (sim:, no model compute), "
-             f"{args.latency_ms:g} ms per batch of 16 rows, 8 batches in flight. Load average at the start: "
-             f"{os.getloadavg()[0]:.1f}.", ""]
+             f"{args.latency_ms:g} ms per batch of 16 rows, 8 batches in flight. {args.load_at_start} at the start, "
+             f"{load_line()} at the end.", "",
+             f"Command: `.venv/bin/python {' '.join(['benchmarks/scale_sim.py'] + sys.argv[1:])}`", ""]
     if models:
-        lines += [f"Annotation of {args.rows} rows over 8 simulated nodes x 8 logical GPUs (SPREAD):", "",
+        lines += [f"Annotation of {args.rows} rows over {args.nodes} simulated nodes x {args.gpus_per_node} logical GPUs "
+                  "(SPREAD):", "",
                   "| weak models | GPU share | GPUs | actors ready (s) | stream wall (s) | ideal (s) | ideal / wall | rows/s |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {m['models']} | {m['gpu_share']:g} | {m['gpus']} | {m['actors_ready_s']:.1f} | {m['stream_s']:.1f} | "
@@ -178,19 +187,30 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=512, help="rows of the models table")
     p.add_argument("--latency-ms", type=float, default=200.0)
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    p.add_argument("--nodes", type=int, default=8, help="simulated worker nodes of the models table")
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--smoke", action="store_true", help=f"seconds: {SMOKE}")
     p.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.plans = PLANS
+    if args.smoke:
+        for k, v in SMOKE.items():
+            setattr(args, k, v)
     if args.one_size:
         print("SIZE " + json.dumps(one_size(args.one_size)), flush=True)
         return
-    from benchmarks.machine import cpu_line
+    from benchmarks.machine import cpu_line, load_line
 
-    print(f"machine: {cpu_line()}", flush=True)
+    args.load_at_start = load_line()
+    print(f"machine: {cpu_line()}; {args.load_at_start}", flush=True)
     models = part_models(args) if args.part in ("models", "both") else []
     sizes = part_rows(args) if args.part in ("rows", "both") else []
     table = render(models, sizes, args)
     print(table)
-    dest = ROOT / "benchmarks" / "results" / "scale_sim.md"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / "scale_sim.md"
     dest.write_text(table + "\n")
     print(f"written {dest}")
 

@@ -1,6 +1,7 @@
 """SEAM annotation throughput: the batched stage vs a row-at-a-time loop, same rows, same models.
 
     .venv/bin/python benchmarks/seam_throughput.py --rows 16 --max-depth 2 --new-tokens 32 --batch-rows 16
+    .venv/bin/python benchmarks/seam_throughput.py --smoke --out /tmp/x   # tiny random models, 2 rows, seconds
 
 Both runs are `pipelines.seam_annotate.seam_stage` on the same PIQA preference rows (seed 0) with
 the strong Gemma-3-270M and the weak SmolLM2-135M-Instruct in their own actors:
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -31,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 STRONG, WEAK = "embedded:gemma3-270m", "embedded:smollm2-135m-instruct"
 TEMPLATE = {"template": "{prompt}\nSolutions: {options}\nAnswer:", "option_line": "{option}", "option_sep": " | ",
             "answer": "text"}
+# tiny random models (strong gemma3, weak llama), 2 rows, one search level, 4 new tokens per thought
+SMOKE = {"strong": "tiny:gemma3:1", "weak": "tiny:llama:1", "rows": 2, "max_depth": 1, "new_tokens": 4,
+         "batch_rows": 2, "threads": 1}
 
 
 def main() -> int:
@@ -40,8 +43,18 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=32, help="seam.thought_max_new_tokens")
     ap.add_argument("--batch-rows", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each model actor")
+    ap.add_argument("--strong", default=STRONG)
+    ap.add_argument("--weak", default=WEAK)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--smoke", action="store_true", help=f"tiny sizes, seconds: {SMOKE}")
     args = ap.parse_args()
+    if args.smoke:
+        for k, v in SMOKE.items():
+            setattr(args, k, v)
+    from benchmarks.machine import cpu_line, load_line
+
+    cpu, load_at_start = cpu_line(), load_line()
+    print(f"machine: {cpu}; {load_at_start}", flush=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -67,14 +80,15 @@ def main() -> int:
     cfg = SeamConfig(max_depth=args.max_depth, thought_max_new_tokens=args.new_tokens)
     template = TemplateConfig(**TEMPLATE)
     cluster = ClusterConfig(num_cpus=2)
-    weak = ModelConfig(spec=WEAK, name="smollm2", backend=backend)
+    weak = ModelConfig(spec=args.weak, name="weak", backend=backend)
     runs = {"batched": SeamStageConfig(batch_rows=args.batch_rows, max_in_flight=2, auxconf_threshold=0.6),
             "row-at-a-time": SeamStageConfig(batch_rows=1, max_in_flight=1, auxconf_threshold=0.6)}
     results, labels = {}, {}
     for name, stage in runs.items():
         out = work / name
         t = time.time()
-        s = seam_stage(work / "data" / "held_out", out, cfg, STRONG, backend, weak, template, cluster, print, stage)
+        s = seam_stage(work / "data" / "held_out", out, cfg, args.strong, backend, weak, template, cluster, print,
+                       stage)
         s["wall"] = time.time() - t
         results[name] = s
         labels[name] = pq.read_table(out / LABELS_FILE, columns=["id", "weak_label", "weak_probs", "tree"]).to_pylist()
@@ -98,11 +112,12 @@ def main() -> int:
                      f"| {s['rows_per_s'] / r['rows_per_s']:.2f} |")
     table = "\n".join(lines)
     cmd = (f".venv/bin/python benchmarks/seam_throughput.py --rows {args.rows} --max-depth {args.max_depth} "
-           f"--new-tokens {args.new_tokens} --batch-rows {args.batch_rows} --threads {args.threads}")
-    note = (f"- Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), shared with other "
-            f"jobs; torch {args.threads} thread(s) per model actor, bf16 where supported.\n"
-            f"- Strong {STRONG}, weak {WEAK}; {args.rows} PIQA preference rows (held-out, seed 0); SEAM max_depth "
-            f"{args.max_depth}, {args.new_tokens} new tokens per thought, greedy.\n"
+           f"--new-tokens {args.new_tokens} --batch-rows {args.batch_rows} --threads {args.threads}"
+           + (f" --strong {args.strong} --weak {args.weak}" if (args.strong, args.weak) != (STRONG, WEAK) else ""))
+    note = (f"- Machine: {cpu}; {load_at_start} at the start, {load_line()} at the end; torch {args.threads} "
+            f"thread(s) per model actor, bf16 where supported.\n"
+            f"- Strong {args.strong}, weak {args.weak}; {args.rows} PIQA preference rows (held-out, seed 0); "
+            f"SEAM max_depth {args.max_depth}, {args.new_tokens} new tokens per thought, greedy.\n"
             f"- Seconds: from actors ready to the last row written (model loading excluded). Strong forward calls: "
             f"counted in the strong actor (one per micro-batch of a scoring call, one per decoding step of a generation).\n"
             f"- Batched vs row-at-a-time on the same rows: same weak label {same_labels}/{b['rows']}, same FF-tree "

@@ -11,6 +11,8 @@ of `--items` (prompt, response) items each are sent by that many concurrent aioh
 warm-up; every non-200 answer or exception is counted as an error. Prints a Markdown table (and
 asserts zero errors), writes it to --out/serve_load.md with a PNG plot of req/s and p99 latency
 against concurrency.
+
+    .venv/bin/python benchmarks/serve_load.py --smoke --out /tmp/x   # 16 requests at concurrency 1 and 4, seconds
 """
 
 import argparse
@@ -97,7 +99,7 @@ def run_setting(cfg, args, rows: list[dict], log) -> None:
     url = serve_reward(cfg)
     setting = "batching" if cfg.batching else "no batching"
     headers = {"Authorization": f"Bearer {cfg.token}"} if cfg.token else {}
-    asyncio.run(load(url + "/v1/score", 64, 8, args.items, headers))  # warm-up
+    asyncio.run(load(url + "/v1/score", args.warmup, 8, args.items, headers))  # warm-up
     for c in args.concurrency:
         before = stats(url, headers)
         lat, errors, wall = asyncio.run(load(url + "/v1/score", args.requests, c, args.items, headers))
@@ -164,9 +166,17 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1200)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     parser.add_argument("--items", type=int, default=1, help="(prompt, response) items per request")
+    parser.add_argument("--warmup", type=int, default=64, help="requests sent before each setting's timed runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--smoke", action="store_true", help="16 requests at concurrency 1 and 4, 8 warm-up requests")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
+    if args.smoke:
+        args.requests, args.concurrency, args.warmup = 16, [1, 4], 8
+    from benchmarks.machine import cpu_line, load_line
+
+    cpu, load_at_start = cpu_line(), load_line()
+    print(f"machine: {cpu}; {load_at_start}", flush=True)
 
     from cluster.loader import load_config
     from serving.config import ServeConfig
@@ -182,13 +192,14 @@ def main() -> int:
     for batching in (True, False):
         run_setting(dataclasses.replace(base, batching=batching), args, rows, print)
     text = table(rows)
-    print(text)
     model = Path(base.model_dir).name if user_model else "tiny:llama:7"
-    header = (f"Machine: {os.cpu_count()} cores, CPU only. Model: {model} bt reward model; {args.items} item(s) "
-              f"per request; 1 replica with num_cpus={base.num_cpus}, "
+    header = (f"Machine: {cpu}, CPU only; {load_at_start} at the start, {load_line()} at the end. "
+              f"Model: {model} bt reward model; {args.items} item(s) per request; "
+              f"1 replica with num_cpus={base.num_cpus}, "
               f"max_batch_size={base.max_batch_size}, batch_wait_timeout_s={base.batch_wait_timeout_s}. "
               "Clients: aiohttp on the same machine, through Serve's HTTP proxy on localhost.\n\n"
               f"Command: `.venv/bin/python {' '.join(['benchmarks/serve_load.py'] + sys.argv[1:])}`.\n\n")
+    print(header + text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     notes = ("\n\nitems/forward and ms/forward: the replica's scorer calls (tokenize + model forward, in its "
