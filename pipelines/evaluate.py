@@ -113,6 +113,9 @@ def compare(evals: dict[str, Path], weak_names: list[str], supervisor: str, ceil
             out["gain"][n] = acc[n] - acc[zero_shot]
         out["deception"][n] = deception_score(correct[ceiling], correct[n], correct[supervisor])
     out["intervals"] = bootstrap(correct, supervisor, ceiling, zero_shot, w2s)
+    # per-row correctness ("1"/"0" per row of row_ids): what pipelines/seeds.py aggregates over seeds
+    out["row_ids"] = ids
+    out["row_correct"] = {n: "".join("1" if x else "0" for x in c) for n, c in correct.items()}
     out["below_zero_shot"] = [n for n, g in out["gain"].items() if g < 0]
     return out
 

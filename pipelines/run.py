@@ -53,6 +53,10 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
     strong: StrongConfig = field(default_factory=StrongConfig)
+    # run the whole pipeline once per seed (run_dir/seed_<s>, every training seed = s) and
+    # aggregate mean and intervals over seeds (pipelines/seeds.py); [] = one run
+    seeds: list[int] = field(default_factory=list)
+    seed_data: bool = False  # also draw each seed's own data split (data.seed = s)
 
     NAME = ""
     TASK = "choice"
@@ -83,6 +87,10 @@ class RunConfig:
                 raise ValueError(f"strong.methods: {reason}")
         if self.labeller.check:
             self.labeller.check(self)
+        if len(set(self.seeds)) != len(self.seeds) or not all(isinstance(x, int) for x in self.seeds):
+            raise ValueError(f"seeds: must be distinct integers, got {self.seeds!r}")
+        if self.seeds and self.TASK == "generation":
+            raise ValueError("seeds: not available on the generation recipe (its evaluation is token F1)")
         if self.strong.train.head == "classifier" and self.template.answer == "text":
             raise ValueError("strong.train.head: classifier needs template.answer: label")
 
@@ -348,6 +356,10 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
     report of later stages as they are (it did not produce them)."""
     from cluster.connect import connect
 
+    if cfg.seeds:
+        from pipelines.seeds import run_seeds
+
+        return run_seeds(cfg, run, log, until)
     t0 = time.time()
     metrics: dict = {"stages": {}, "data": {}, "strong_spec": cfg.strong.spec}
     for name, fn in cfg.stages():

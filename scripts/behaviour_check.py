@@ -21,7 +21,7 @@ PROFILES = ("tiny", "tiny_seam", "tiny_gen", "tiny_align")
 DROP = {"seconds", "rows_per_s", "prompts_per_s", "fingerprint", "path", "model_dir", "config", "line",
         "weak_seconds", "kind", "stage", "rows_new", "resumed", "strong_forwards", "weak_forwards",
         "strong_forwards_per_row", "weak_forwards_per_row", "rows_run", "history", "steps_per_s",
-        "tokens_per_s", "examples_per_s", "mfu", "ray_train", "checkpoint"}
+        "tokens_per_s", "examples_per_s", "mfu", "ray_train", "checkpoint", "row_ids", "row_correct"}
 
 
 def numbers(obj, precision: int = 3):
