@@ -55,6 +55,31 @@ class WeakConfig:
 
 
 @dataclass
+class LMFinetuneConfig:
+    """strong.lm_finetune: Burns et al.'s generative finetuning (seed 002, "UnSFT via LM loss"):
+    the strong model first trained with the LM loss on the unlabelled text of `splits`
+    (strong_lm/), then `methods` (and the ceiling) trained again from it, reported beside the same
+    methods without it as "w2s <method> +lm" / "strong ceiling +lm"."""
+    enabled: bool = False
+    splits: list[str] = field(default_factory=lambda: ["weak_train", "held_out"])
+    methods: list[str] = field(default_factory=lambda: ["naive"])
+    ceiling: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        for s in self.splits:
+            if s not in ("weak_train", "held_out"):
+                raise ValueError(f"splits: must be weak_train or held_out (test would train on the test rows' "
+                                 f"text), got {s!r}")
+        if self.enabled and not self.splits:
+            raise ValueError("splits: at least one split of unlabelled text is needed")
+        for m in self.methods:
+            found = registry.METHODS.get(m)
+            if found is None or found.task != "choice":
+                raise ValueError(f"methods: unknown option-choice method {m!r}")
+
+
+@dataclass
 class StrongConfig(ModelConfig):
     """The strong model (the model shape: spec, name, backend = its inference backend where it
     annotates or is evaluated), how it trains and which W2S methods run."""
@@ -65,9 +90,12 @@ class StrongConfig(ModelConfig):
                                                         "rel_reweight"])
     # bootstrapping chain of intermediate models (empty: off)
     bootstrap: list[ModelConfig] = field(default_factory=list)
+    lm_finetune: LMFinetuneConfig = field(default_factory=LMFinetuneConfig)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.lm_finetune.enabled and not set(self.lm_finetune.methods) <= set(self.methods):
+            raise ValueError("lm_finetune.methods: each must also be in strong.methods (it is compared with it)")
         for m in self.methods:
             try:
                 registry.method(m)

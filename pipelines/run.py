@@ -3,7 +3,7 @@
     w2s run configs/quickstart.yaml [key=value ...]
 
 data -> weak_sft (weak.finetune) -> weak_labels (annotate.method; seam: SEAM search + baselines)
--> strong_ceiling -> strong_w2s/<method> for
+-> strong_lm (strong.lm_finetune) -> strong_ceiling -> strong_w2s/<method> for
 every strong.methods (+ bootstrap when strong.bootstrap lists intermediate models) -> eval (test
 accuracy of every model, PGR, deception) -> report (report.md, metrics.json, PNG plots).
 task: generation runs pipelines/gen_run.py's stages instead (joint decoding, SFT, soft tokens).
@@ -141,7 +141,8 @@ class W2SRecipe(RunConfig):
         return self.data.source
 
     def stages(self) -> list:
-        return [("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate),
+        lm = [("strong_lm", stage_strong_lm)] if self.strong.lm_finetune.enabled else []
+        return [("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate), *lm,
                 ("strong_ceiling", stage_ceiling), ("strong_w2s", stage_w2s), ("eval", stage_eval)]
 
 
@@ -217,8 +218,9 @@ class GenerationRecipe(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.weak.finetune or self.strong.bootstrap:
-            raise ValueError("weak.finetune / strong.bootstrap: not available on the generation recipe")
+        if self.weak.finetune or self.strong.bootstrap or self.strong.lm_finetune.enabled:
+            raise ValueError("weak.finetune / strong.bootstrap / strong.lm_finetune: not available on the "
+                             "generation recipe")
         self.joint.resolved_weights(len(self.weak.models))
 
     @property
@@ -263,10 +265,26 @@ def stage_annotate(cfg: RunConfig, log=print) -> dict:
     return cfg.labeller.stage(cfg, log)
 
 
+def stage_strong_lm(cfg: RunConfig, log=print) -> dict:
+    from pipelines.train_stages import lm_stage
+
+    return lm_stage(cfg.root, cfg.strong, cfg.template, log)
+
+
+def lm_model(cfg: RunConfig) -> str:
+    """The strong model after generative finetuning (strong_lm/)."""
+    return str(cfg.root / "strong_lm" / "model")
+
+
 def stage_ceiling(cfg: RunConfig, log=print) -> dict:
     from pipelines.train_stages import ceiling_stage
 
-    return ceiling_stage(cfg.root, cfg.strong, cfg.template, log)
+    out = ceiling_stage(cfg.root, cfg.strong, cfg.template, log)
+    lm = cfg.strong.lm_finetune
+    if lm.enabled and lm.ceiling:
+        return {"ceiling": out, "ceiling +lm": ceiling_stage(cfg.root, cfg.strong, cfg.template, log,
+                                                             spec=lm_model(cfg), out="strong_ceiling_lm")}
+    return out
 
 
 def stage_w2s(cfg: RunConfig, log=print) -> dict:
@@ -278,6 +296,11 @@ def stage_w2s(cfg: RunConfig, log=print) -> dict:
     for name in cfg.strong.methods:
         m = methods.method(name)
         out[name] = w2s_stage(cfg.root, cfg.strong, m, m.examples(rows, cfg), weights, cfg.template, log)
+    if cfg.strong.lm_finetune.enabled:  # the same methods from the LM-finetuned model
+        for name in cfg.strong.lm_finetune.methods:
+            m = methods.method(name)
+            out[f"{name} +lm"] = w2s_stage(cfg.root, cfg.strong, m, m.examples(rows, cfg), weights, cfg.template, log,
+                                           spec=lm_model(cfg), out=cfg.root / "strong_w2s" / f"{name}_lm")
     if cfg.strong.bootstrap:
         naive = methods.method("naive")  # Burns et al.: each step trains on the previous model's hard labels
         out["bootstrap"] = bootstrap_stage(
@@ -310,6 +333,11 @@ def eval_targets(cfg: RunConfig) -> dict[str, str]:
     targets = {"strong zero-shot": cfg.strong.spec, "strong ceiling": str(cfg.root / "strong_ceiling" / "model")}
     methods = list(cfg.strong.methods) + (["bootstrap"] if cfg.strong.bootstrap else [])
     targets.update({f"w2s {m}": str(cfg.root / "strong_w2s" / m / "model") for m in methods})
+    lm = cfg.strong.lm_finetune
+    if lm.enabled:
+        if lm.ceiling:
+            targets["strong ceiling +lm"] = str(cfg.root / "strong_ceiling_lm" / "model")
+        targets.update({f"w2s {m} +lm": str(cfg.root / "strong_w2s" / f"{m}_lm" / "model") for m in lm.methods})
     return targets
 
 

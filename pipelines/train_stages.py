@@ -2,7 +2,9 @@
 
   weak_sft/<name>        each weak model on ground truth of weak_train (its own shard, or its own
                          seed), when weak.finetune is on
-  strong_ceiling         the strong model on ground truth of held_out (the ceiling)
+  strong_lm              the strong model with the LM loss on unlabelled task text (strong.lm_finetune)
+  strong_ceiling         the strong model on ground truth of held_out (the ceiling; strong_ceiling_lm
+                         from strong_lm as well)
   strong_w2s/<method>    the strong model on the weak labels of held_out, one folder per method
   strong_w2s/bootstrap   Burns et al.'s bootstrapping: weak labels -> intermediate model(s) ->
                          their labels -> the strong model (strong.bootstrap lists the chain)
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from pipelines.roles import RewardConfig, StrongConfig
 from pipelines.runner import StageConflict
-from training.examples import ground_truth_examples, reward_examples
+from training.examples import ground_truth_examples, lm_examples, reward_examples
 from training.launcher import fingerprint, run_once
 from training.sft_config import TrainConfig
 from training.sft_trainer import TrainJob, fit
@@ -64,12 +66,24 @@ def weak_sft_stage(root: Path, weak, template, log=print) -> dict[str, str]:
     return dirs
 
 
-def ceiling_stage(root: Path, strong: StrongConfig, template, log=print) -> dict:
+def ceiling_stage(root: Path, strong: StrongConfig, template, log=print, spec: str | None = None,
+                  out: str = "strong_ceiling") -> dict:
     from pipelines.data import read_split
 
     ex = ground_truth_examples(read_split(root / "data" / "held_out"), template)
-    job = TrainJob(name="strong_ceiling", spec=strong.spec, out_dir=str(root / "strong_ceiling"), train=strong.train,
+    job = TrainJob(name=out, spec=spec or strong.spec, out_dir=str(root / out), train=strong.train,
                    examples=ex, chat=template.chat, answer=template.answer, num_options=_k(ex))
+    return run_job(job, log)
+
+
+def lm_stage(root: Path, strong: StrongConfig, template, log=print) -> dict:
+    """strong_lm: the strong model trained with the LM loss on the unlabelled text of
+    strong.lm_finetune.splits (training.examples.lm_examples)."""
+    from pipelines.data import read_split
+
+    rows = [r for s in strong.lm_finetune.splits for r in read_split(root / "data" / s)]
+    job = TrainJob(name="strong_lm", spec=strong.spec, out_dir=str(root / "strong_lm"), train=strong.lm_finetune.train,
+                   examples=lm_examples(rows, template), method="lm", answer="sequence")
     return run_job(job, log)
 
 

@@ -103,3 +103,14 @@ def sequence_examples(rows: list[dict], method: str, response_prefix: str = " ",
     if not out:
         raise ValueError(f"no training examples for method {method}: no row has a target text")
     return out
+
+
+def lm_examples(rows: list[dict], template: TemplateConfig) -> list[dict]:
+    """Burns et al.'s generative finetuning (seed 002, "UnSFT via LM loss"): the language-model
+    loss on the task's unlabelled text, here each row's rendered prompt (question and options, no
+    answer) as the target of a one-newline prompt; labels are never read."""
+    out = [{"id": r["id"], "text": "\n", "response": render(r["prompt"], r["options"], range(len(r["options"])),
+                                                             template)[0], "target": 0, "weight": 1.0} for r in rows]
+    if not out:
+        raise ValueError("no rows for the language-model finetuning")
+    return out
