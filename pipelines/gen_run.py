@@ -105,21 +105,37 @@ def scores(answers: list[str | None], refs: list[str]) -> dict:
 def stage_eval(cfg, log=print) -> dict:
     """Token F1 (the `accuracy` entries) and exact match on test; PGR on token F1 (seed 000 Eq. 4)
     with the weak ensemble's joint decoding as the supervisor."""
-    from pipelines.evaluate import pgr
+    from pipelines.evaluate import bootstrap, pgr
     from pipelines.joint_annotate import joint_stage
 
     ev = cfg.root / "eval"
     weak = joint_stage(cfg.root / "data" / "test", ev / "weak_joint", cfg.weak.models, cfg.joint, cfg.cluster, log)
     joint_rows = pq.read_table(ev / "weak_joint" / "joint_labels.parquet").to_pylist()
     refs = [r["reference"] for r in joint_rows]
+    ids = [r["id"] for r in joint_rows]
     result = {"weak joint": scores([r["target"] for r in joint_rows], refs)}
+    per_row = {"weak joint": row_f1([r["target"] for r in joint_rows], refs)}
     for i, m in enumerate(cfg.weak.models):
         result[f"weak {m.name}"] = scores([r["weak_top"][i] for r in joint_rows], refs)
+        per_row[f"weak {m.name}"] = row_f1([r["weak_top"][i] for r in joint_rows], refs)
     for name, spec in eval_targets(cfg).items():
         t = generate_stage(cfg.root / "data" / "test", ev / name.replace(" ", "_"), spec, cfg, log)
         result[name] = scores(t["answer"].to_pylist(), t["reference"].to_pylist())
+        by_id = dict(zip(t["id"].to_pylist(), row_f1(t["answer"].to_pylist(), t["reference"].to_pylist())))
+        per_row[name] = np.array([by_id[i] for i in ids])  # the joint rows' order: paired resamples
     f1 = {n: s["f1"] for n, s in result.items()}
     w2s = [n for n in f1 if n.startswith("w2s ")]
+    zs = "strong zero-shot" if "strong zero-shot" in f1 else None
     return {"metric": "token F1", "accuracy": f1, "em": {n: s["em"] for n, s in result.items()},
             "supervisor": "weak joint", "ceiling": "strong ceiling", "rows": len(joint_rows), "weak_seconds": weak["seconds"],
-            "pgr": {n: pgr(f1[n], f1["weak joint"], f1["strong ceiling"]) for n in w2s}, "deception": {}}
+            "pgr": {n: pgr(f1[n], f1["weak joint"], f1["strong ceiling"]) for n in w2s}, "deception": {},
+            "zero_shot": zs, "gain": {n: f1[n] - f1[zs] for n in w2s} if zs else {},
+            "below_zero_shot": [n for n in w2s if zs and f1[n] < f1[zs]],
+            # the same paired bootstrap as choice tasks, over each test row's token F1
+            "intervals": bootstrap(per_row, "weak joint", "strong ceiling", zs, w2s)}
+
+
+def row_f1(answers: list[str | None], refs: list[str]) -> np.ndarray:
+    from pipelines.joint_annotate import token_f1
+
+    return np.array([token_f1(a, r) for a, r in zip(answers, refs)], dtype=np.float64)

@@ -53,6 +53,10 @@ def test_eval_scores_every_model_by_token_f1(gen_run):
     assert ev["accuracy"]["w2s joint"] == pytest.approx(
         sum(token_f1(r["answer"], r["reference"]) for r in answers) / len(answers))
     assert set(ev["pgr"]) == {f"w2s {m}" for m in cfg.strong.methods}
+    # intervals over the rows' token F1 (paired): each holds its model's mean F1; gain = F1 - zero-shot's
+    for n, ci in ev["intervals"]["accuracy"].items():
+        assert ci[0] - 1e-9 <= ev["accuracy"][n] <= ci[1] + 1e-9
+    assert ev["gain"]["w2s joint"] == pytest.approx(ev["accuracy"]["w2s joint"] - ev["accuracy"]["strong zero-shot"])
     report = (cfg.root / "report.md").read_text()
     assert "test token F1" in report and "joint decoding (Eq. 6)" in report
     assert any("answers (" in m for m in logs)
