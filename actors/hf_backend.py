@@ -14,7 +14,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from actors.backend import (BackendConfig, ModelBackend, apply_stop, check_stop, default_threads, encode_pairs,
                             encode_prompts, label_token_ids, resolve_dtype)
-from actors.packing import option_token_logprobs, pack_rows, supports_packing
+from actors.packing import encode_option_rows, option_mean_logprobs, pack_rows, supports_packing
 from actors.registry import load_model
 
 
@@ -91,19 +91,13 @@ class HFBackend(ModelBackend):
             return super().score_texts(texts, answers, chat)
         if len(texts) != len(answers):
             raise ValueError("score_texts: texts and answers differ in length")
-        opts = [[ids[: self.cfg.max_length - 1] for ids in self.tok(row, add_special_tokens=False)["input_ids"]]
-                for row in answers]
-        if any(not c for row in opts for c in row):
-            raise ValueError("sequence_logprobs: empty continuation")
-        prompts = [encode_prompts(self.tok, [t], chat, self.cfg.max_length - max(len(c) for c in row), self.spec)[0]
-                   for t, row in zip(texts, opts)]
+        prompts, opts = encode_option_rows(self.tok, texts, answers, chat, self.cfg.max_length, self.spec)
         lengths = [len(p) + sum(len(c) for c in row) for p, row in zip(prompts, opts)]
         out: list[np.ndarray | None] = [None] * len(texts)
         for batch in self._micro_batches(lengths):
             packed = pack_rows([prompts[i] for i in batch], [opts[i] for i in batch], self.tok.pad_token_id)
             packed = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in packed.items()}
-            lp = option_token_logprobs(self.model, packed, self.dtype)
-            s = (lp.sum(-1) / packed["cont_mask"].sum(-1).clamp(min=1)).double().cpu().numpy()
+            s = option_mean_logprobs(self.model, packed, self.dtype).double().cpu().numpy()
             for r, i in enumerate(batch):
                 row = s[r, : len(opts[i])]
                 e = np.exp(row - row.max())

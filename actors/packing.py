@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from actors.backend import encode_prompts
+
 
 def supports_packing(model) -> bool:
     """True when a custom 4D mask reaches this model's attention as given: sdpa or eager attention,
@@ -34,6 +36,21 @@ def supports_packing(model) -> bool:
     if sliding:
         return set(sliding) == {"sliding_attention"} and bool(getattr(cfg, "sliding_window", None))
     return not getattr(cfg, "sliding_window", None) or not getattr(cfg, "use_sliding_window", True)
+
+
+def encode_option_rows(tok, texts: list[str], answers: list[list[str]], chat: bool, max_length: int, spec: str = "",
+                       per_row: bool = True) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """(prompt ids, option ids) per row for `pack_rows`. Options are cut to max_length - 1 tokens;
+    each prompt is cut from the left to max_length minus the longest option (of its row, or of all
+    rows with per_row=False, the trainer's K-sequence rule), so every prompt + option fits."""
+    opts = [[ids[: max_length - 1] for ids in tok(row, add_special_tokens=False)["input_ids"]] for row in answers]
+    if any(not c for row in opts for c in row):
+        raise ValueError("sequence_logprobs: empty continuation")
+    if not per_row:
+        longest = max(len(c) for row in opts for c in row)
+        return encode_prompts(tok, texts, chat, max_length - longest, spec), opts
+    return [encode_prompts(tok, [t], chat, max_length - max(len(c) for c in row), spec)[0]
+            for t, row in zip(texts, opts)], opts
 
 
 def pack_rows(prompts: list[list[int]], options: list[list[list[int]]], pad_id: int) -> dict:
@@ -123,3 +140,10 @@ def option_token_logprobs(model, packed: dict, dtype=torch.float32) -> torch.Ten
     flat = packed["pred"].reshape(b, k * c) * lsm.shape[-1] + packed["cont_ids"].reshape(b, k * c)
     lp = lsm.reshape(b, -1).gather(1, flat)
     return lp.view(b, k, c) * packed["cont_mask"]
+
+
+def option_mean_logprobs(model, packed: dict, dtype=torch.float32) -> torch.Tensor:
+    """s_k = (1/|y_k|) sum_i log p(y_k,i | x, y_k,<i) per option (seed 001 Eq. 1), [B, K]; a row's
+    missing options (variable K) get 0."""
+    lp = option_token_logprobs(model, packed, dtype)
+    return lp.sum(-1) / packed["cont_mask"].sum(-1).clamp(min=1)

@@ -69,6 +69,13 @@ def interval(samples) -> list[float] | None:
     return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))] if x.size else None
 
 
+def pgr_interval(w2s, weak, ceiling) -> list[float] | None:
+    """The interval of PGR over paired bootstrap accuracies (resamples with a zero gap dropped)."""
+    gap = np.abs(ceiling - weak)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return interval(np.where(gap > 1e-12, (w2s - weak) / gap, np.nan))
+
+
 def bootstrap(correct: dict[str, np.ndarray], supervisor: str, ceiling: str, zero_shot: str | None,
               w2s: list[str], n_boot: int = 2000, seed: int = 0) -> dict:
     """Paired percentile bootstrap over test rows (module docstring, `intervals`)."""
@@ -77,12 +84,10 @@ def bootstrap(correct: dict[str, np.ndarray], supervisor: str, ceiling: str, zer
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, mat.shape[1], size=(n_boot, mat.shape[1]))
     boot = {n: mat[i][idx].mean(axis=1) for i, n in enumerate(names)}  # B accuracies per model
-    gap = np.abs(boot[ceiling] - boot[supervisor])
     out = {"n_boot": n_boot, "accuracy": {n: interval(b) for n, b in boot.items()}, "pgr": {}, "gain": {},
            "differences": {}}
     for n in w2s:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["pgr"][n] = interval(np.where(gap > 1e-12, (boot[n] - boot[supervisor]) / gap, np.nan))
+        out["pgr"][n] = pgr_interval(boot[n], boot[supervisor], boot[ceiling])
         if zero_shot:
             out["gain"][n] = interval(boot[n] - boot[zero_shot])
     for i, a in enumerate(w2s):
@@ -151,7 +156,7 @@ def plot_accuracy(rows: list[dict], weak: float, ceiling: float, path: Path, met
     plt.close(fig)
 
 
-def _ci(x: float | None, ci: list[float] | None) -> str:
+def with_ci(x: float | None, ci: list[float] | None) -> str:
     if x is None:
         return "n/a"
     return f"{x:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{x:.3f}"
@@ -166,8 +171,8 @@ def result_lines(ev: dict) -> list[str]:
     for n, a in acc.items():
         p, d, g = ev["pgr"].get(n), ev["deception"].get(n), ev.get("gain", {}).get(n)
         w2s = n in ev["pgr"]
-        lines.append(f"| {n} | {_ci(a, iv.get('accuracy', {}).get(n))} | {_ci(p, iv.get('pgr', {}).get(n)) if w2s else ''} "
-                     f"| {_ci(g, iv.get('gain', {}).get(n)) if w2s and zs else ''} "
+        lines.append(f"| {n} | {with_ci(a, iv.get('accuracy', {}).get(n))} | {with_ci(p, iv.get('pgr', {}).get(n)) if w2s else ''} "
+                     f"| {with_ci(g, iv.get('gain', {}).get(n)) if w2s and zs else ''} "
                      f"| {'' if n not in ev['deception'] else ('n/a' if d is None else f'{d:.3f}')} |")
     lines += ["", f"PGR = (Acc(w2s) - Acc(weak)) / |Acc(ceiling) - Acc(weak)| (seed 000 Eq. 4), weak = "
               f"`{ev['supervisor']}`."]

@@ -96,10 +96,12 @@ def generate_stage(split_dir: Path, out_dir: Path, spec: str, cfg, log=print) ->
 
 
 def scores(answers: list[str | None], refs: list[str]) -> dict:
+    """Exact match and token F1 (means), and each row's F1 (`rows`, for the bootstrap)."""
     from pipelines.joint_annotate import exact_match, token_f1
 
-    return {"em": float(np.mean([exact_match(a, r) for a, r in zip(answers, refs)])),
-            "f1": float(np.mean([token_f1(a, r) for a, r in zip(answers, refs)]))}
+    rows = np.array([token_f1(a, r) for a, r in zip(answers, refs)], dtype=np.float64)
+    return {"em": float(np.mean([exact_match(a, r) for a, r in zip(answers, refs)])), "f1": float(rows.mean()),
+            "rows": rows}
 
 
 def stage_eval(cfg, log=print) -> dict:
@@ -114,14 +116,13 @@ def stage_eval(cfg, log=print) -> dict:
     refs = [r["reference"] for r in joint_rows]
     ids = [r["id"] for r in joint_rows]
     result = {"weak joint": scores([r["target"] for r in joint_rows], refs)}
-    per_row = {"weak joint": row_f1([r["target"] for r in joint_rows], refs)}
     for i, m in enumerate(cfg.weak.models):
         result[f"weak {m.name}"] = scores([r["weak_top"][i] for r in joint_rows], refs)
-        per_row[f"weak {m.name}"] = row_f1([r["weak_top"][i] for r in joint_rows], refs)
+    per_row = {n: s["rows"] for n, s in result.items()}
     for name, spec in eval_targets(cfg).items():
         t = generate_stage(cfg.root / "data" / "test", ev / name.replace(" ", "_"), spec, cfg, log)
         result[name] = scores(t["answer"].to_pylist(), t["reference"].to_pylist())
-        by_id = dict(zip(t["id"].to_pylist(), row_f1(t["answer"].to_pylist(), t["reference"].to_pylist())))
+        by_id = dict(zip(t["id"].to_pylist(), result[name]["rows"]))
         per_row[name] = np.array([by_id[i] for i in ids])  # the joint rows' order: paired resamples
     f1 = {n: s["f1"] for n, s in result.items()}
     w2s = [n for n in f1 if n.startswith("w2s ")]
@@ -134,8 +135,3 @@ def stage_eval(cfg, log=print) -> dict:
             # the same paired bootstrap as choice tasks, over each test row's token F1
             "intervals": bootstrap(per_row, "weak joint", "strong ceiling", zs, w2s)}
 
-
-def row_f1(answers: list[str | None], refs: list[str]) -> np.ndarray:
-    from pipelines.joint_annotate import token_f1
-
-    return np.array([token_f1(a, r) for a, r in zip(answers, refs)], dtype=np.float64)

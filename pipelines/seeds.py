@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.evaluate import interval, pgr
+from pipelines.evaluate import interval, pgr, pgr_interval, with_ci
 
 N_BOOT = 2000
 
@@ -141,11 +141,8 @@ def aggregate(evals: dict[int, dict], n_boot: int = N_BOOT, seed: int = 0) -> di
            "supervisor": sup, "ceiling": ceil, "zero_shot": zs, "w2s": w2s,
            "accuracy": {n: {"mean": mean[n], "ci": interval(b[n]), "per_seed": per_seed[n]} for n in names},
            "pgr": {}, "gain": {}, "differences": {}}
-    gap = np.abs(b[ceil] - b[sup])
     for n in w2s:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ci = interval(np.where(gap > 1e-12, (b[n] - b[sup]) / gap, np.nan))
-        out["pgr"][n] = {"mean": pgr(mean[n], mean[sup], mean[ceil]), "ci": ci,
+        out["pgr"][n] = {"mean": pgr(mean[n], mean[sup], mean[ceil]), "ci": pgr_interval(b[n], b[sup], b[ceil]),
                          "per_seed": [evals[s]["pgr"].get(n) for s in seeds]}
         if zs:
             out["gain"][n] = _diff(mean[n] - mean[zs], b[n] - b[zs])
@@ -160,12 +157,6 @@ def _diff(value: float, samples: np.ndarray) -> dict:
     return {"mean": float(value), "ci": ci, "significant": bool(ci and (ci[0] > 0 or ci[1] < 0))}
 
 
-def _mc(x, ci) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{x:.3f}"
-
-
 def seed_lines(agg: dict) -> list[str]:
     """The aggregate table: mean [95% CI] per model, per-seed values, PGR and gain of the means."""
     acc, zs = agg["accuracy"], agg["zero_shot"]
@@ -174,8 +165,8 @@ def seed_lines(agg: dict) -> list[str]:
     for n, a in acc.items():
         p, g = agg["pgr"].get(n), agg["gain"].get(n)
         seeds = ", ".join(f"{v:.3f}" for v in a["per_seed"])
-        lines.append(f"| {n} | {_mc(a['mean'], a['ci'])} | {seeds} | {_mc(p['mean'], p['ci']) if p else ''} "
-                     f"| {(_mc(g['mean'], g['ci']) + (' *' if g['significant'] else '')) if g else ''} |")
+        lines.append(f"| {n} | {with_ci(a['mean'], a['ci'])} | {seeds} | {with_ci(p['mean'], p['ci']) if p else ''} "
+                     f"| {(with_ci(g['mean'], g['ci']) + (' *' if g['significant'] else '')) if g else ''} |")
     rows = "the same" if agg["shared_test_rows"] else "each seed's own"
     lines += ["", f"Mean over seeds {agg['seeds']}; PGR = (mean Acc(w2s) - mean Acc(weak)) / |mean Acc(ceiling) - "
               f"mean Acc(weak)|, weak = `{agg['supervisor']}`; gain = mean Acc(w2s) - mean Acc(`{zs}`).",

@@ -156,12 +156,10 @@ def collate(batch: list[dict], tok, label_cache: dict, job: TrainJob, device, pa
 def _collate_packed(batch: list[dict], tok, job: TrainJob, device, model) -> dict:
     """Answer-text rows packed: prompt cut to max_length minus the longest option of the batch
     (the K-sequence path's rule, so both see the same tokens)."""
-    from actors.backend import encode_prompts
-    from actors.packing import attention_mask_for, pack_rows
+    from actors.packing import attention_mask_for, encode_option_rows, pack_rows
 
-    opts = [tok(e["labels"], add_special_tokens=False)["input_ids"] for e in batch]
-    longest = max(len(c) for row in opts for c in row)
-    prompts = encode_prompts(tok, [e["text"] for e in batch], job.chat, job.train.max_length - longest)
+    prompts, opts = encode_option_rows(tok, [e["text"] for e in batch], [e["labels"] for e in batch], job.chat,
+                                       job.train.max_length, per_row=False)
     out = pack_rows(prompts, opts, tok.pad_token_id)
     keep = out.pop("keep")
     out = {k: v.to(device) for k, v in out.items()}
@@ -257,10 +255,9 @@ def text_scores(model, batch: dict, common: dict, lm_normalize: str) -> tuple[to
 
 def packed_text_scores(model, batch: dict, lm_normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
     """text_scores on packed rows: the same s_k, one sequence per row (actors/packing.py)."""
-    from actors.packing import option_token_logprobs
+    from actors.packing import option_mean_logprobs
 
-    lp = option_token_logprobs(model, batch)
-    s = lp.sum(-1) / batch["cont_mask"].sum(-1)
+    s = option_mean_logprobs(model, batch)
     logp = s if lm_normalize == "vocab" else torch.log_softmax(s, -1)
     return logp, s - s.mean(1, keepdim=True)
 
