@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.data import fingerprint
+from pipelines.evaluate import interval
 from pipelines.dpo_pairs import PairsConfig, clean, pairs_stage
 from pipelines.runner import Role, StageConflict, StreamStage, read_complete, run_stage
 from training.dpo_config import DPOConfig
@@ -44,9 +45,13 @@ class AlignConfig:
 
 
 def reward_dirs(root: Path, cfg) -> dict[str, str]:
-    w2s = (root / "reward_model" / "model" if cfg.reward.kind == "bt"
-           else root / "strong_w2s" / cfg.reward.judge_method / "model")
-    return {"w2s": str(w2s), "ceiling": str(root / "reward_ceiling" / "model")}
+    """The W2S reward model and the impartial judge. bt: two Bradley-Terry heads (weak labels /
+    ground truth); judge: the option-choice models strong_w2s/<judge_method> and strong_ceiling,
+    trained on weak labels / ground truth of the same held_out rows."""
+    if cfg.reward.kind == "bt":
+        return {"w2s": str(root / "reward_model" / "model"), "ceiling": str(root / "reward_ceiling" / "model")}
+    return {"w2s": str(root / "strong_w2s" / cfg.reward.judge_method / "model"),
+            "ceiling": str(root / "strong_ceiling" / "model")}
 
 
 def stage_reward(cfg, log=print) -> dict:
@@ -56,18 +61,16 @@ def stage_reward(cfg, log=print) -> dict:
     from pipelines.train_stages import reward_stage
 
     root = cfg.root
-    out = {"ceiling": reward_stage(root, cfg.reward, cfg.strong.spec, read_split(root / "data" / "held_out"),
-                                   "truth", root / "reward_ceiling", log)}
-    if cfg.reward.kind == "bt":
-        rows = read_weak_labels(root / "weak_labels").to_pylist()
-        out["w2s"] = reward_stage(root, cfg.reward, cfg.strong.spec, rows, "weak", root / "reward_model", log)
-    else:  # the option-choice judge trained on weak labels by strong_w2s
-        from dataclasses import asdict
-
-        judge = reward_dirs(root, cfg)["w2s"]
-        save_reward_meta(judge, "judge", template=asdict(cfg.template), max_length=cfg.strong.train.max_length)
-        out["w2s"] = {"model_dir": judge}
-    return out
+    if cfg.reward.kind == "judge":  # both models are trained already: mark them as judges
+        dirs = reward_dirs(root, cfg)
+        for d in dirs.values():
+            save_reward_meta(d, "judge", template=asdict(cfg.template), max_length=cfg.strong.train.max_length)
+        log(f"reward: option-choice judges, w2s {dirs['w2s']}, ceiling {dirs['ceiling']}")
+        return {role: {"model_dir": d} for role, d in dirs.items()}
+    held_out = read_split(root / "data" / "held_out")
+    rows = read_weak_labels(root / "weak_labels").to_pylist()
+    return {"ceiling": reward_stage(root, cfg.reward, cfg.strong.spec, held_out, "truth", root / "reward_ceiling", log),
+            "w2s": reward_stage(root, cfg.reward, cfg.strong.spec, rows, "weak", root / "reward_model", log)}
 
 
 def stage_pairs(cfg, log=print) -> dict:
@@ -93,6 +96,28 @@ def win_tie_lose(p_new: list[float], margin: float) -> dict:
     n = len(p)
     return {"win": win, "tie": n - win - lose, "lose": lose, "n": n,
             "win_rate": win / n if n else None, "lose_rate": lose / n if n else None}
+
+
+def align_intervals(rm_correct: dict[str, np.ndarray], p_dpo: list[float], margin: float,
+                    n_boot: int = 2000, seed: int = 0) -> dict:
+    """95% percentile bootstrap intervals over the test rows: each reward model's pairwise accuracy
+    (rm_correct: role -> 0/1 per labelled row, resampled paired, with the w2s - ceiling difference)
+    and the judge's win rate, lose rate and win - lose (p_dpo per prompt, win_tie_lose's rule)."""
+    rng = np.random.default_rng(seed)
+    out: dict = {"n_boot": n_boot, "rm_accuracy": {}}
+    if rm_correct:
+        mat = np.stack([np.asarray(v, dtype=np.float64) for v in rm_correct.values()])
+        boot = mat[:, rng.integers(0, mat.shape[1], size=(n_boot, mat.shape[1]))].mean(axis=2)
+        out["rm_accuracy"] = {role: interval(b) for role, b in zip(rm_correct, boot)}
+        if {"w2s", "ceiling"} <= set(rm_correct):
+            roles = list(rm_correct)
+            out["rm_accuracy_w2s_minus_ceiling"] = interval(boot[roles.index("w2s")] - boot[roles.index("ceiling")])
+    p = np.asarray(p_dpo, dtype=np.float64)
+    if p.size:
+        pb = p[rng.integers(0, p.size, size=(n_boot, p.size))]
+        win, lose = (pb > 0.5 + margin).mean(axis=1), (pb < 0.5 - margin).mean(axis=1)
+        out["judge"] = {"win_rate": interval(win), "lose_rate": interval(lose), "win_minus_lose": interval(win - lose)}
+    return out
 
 
 ANSWER_SCHEMA = pa.schema([("id", pa.string()), ("answer", pa.string())])
@@ -166,10 +191,12 @@ def stage_align_eval(cfg, log=print) -> dict:
     def finalize(table: pa.Table, run: dict) -> dict:
         t = table.to_pylist()
         lab = [r for r in t if r["label"] is not None]
-        out = {f"rm_accuracy_{role}": float(np.mean([(r[f"p_first_{role}"] > 0.5) == (r["label"] == 0) for r in lab]))
-               for role in ("w2s", "ceiling")}
+        correct = {role: np.array([(r[f"p_first_{role}"] > 0.5) == (r["label"] == 0) for r in lab], dtype=np.float64)
+                   for role in ("w2s", "ceiling")}
         p_dpo = [r["p_dpo"] for r in t]
-        return {**out, "judge": win_tie_lose(p_dpo, a.tie_margin), "mean_p_dpo": float(np.mean(p_dpo))}
+        return {**{f"rm_accuracy_{role}": float(c.mean()) for role, c in correct.items()},
+                "judge": win_tie_lose(p_dpo, a.tie_margin), "mean_p_dpo": float(np.mean(p_dpo)),
+                "intervals": align_intervals(correct, p_dpo, a.tie_margin)}
 
     judged = run_stage(StreamStage(
         kind="align_eval/judge", split_dir=root / "data" / "test", out_dir=root / "align_eval" / "judge",
@@ -182,30 +209,11 @@ def stage_align_eval(cfg, log=print) -> dict:
         batch_kwargs={"answers": {i: (sft[i], dpo[i]) for i in sft}}, finalize=finalize), cfg.cluster, log)
     rows = read_split(root / "data" / "test")
     result = {"prompts": len(rows), "changed": sum(sft[r["id"]] != dpo[r["id"]] for r in rows),
-              **{k: judged[k] for k in ("rm_accuracy_w2s", "rm_accuracy_ceiling", "judge", "mean_p_dpo")}}
+              **{k: judged[k] for k in ("rm_accuracy_w2s", "rm_accuracy_ceiling", "judge", "mean_p_dpo", "intervals")}}
     (root / "align_eval" / "answers.json").write_text(json.dumps(
         [{"id": r["id"], "sft": sft[r["id"]], "dpo": dpo[r["id"]]} for r in rows], indent=1))
-    result["examples"] = [{"prompt": r["prompt"], "sft": sft[r["id"]], "dpo": dpo[r["id"]]} for r in rows[:5]]
+    result["examples"] = [{"prompt": r["prompt"], "sft": sft[r["id"]], "dpo": dpo[r["id"]]} for r in rows[:8]]
     j = result["judge"]
     log(f"align_eval: DPO vs SFT on {j['n']} test prompts: win {j['win']} / tie {j['tie']} / lose {j['lose']}; "
         f"reward-model pairwise accuracy w2s {result['rm_accuracy_w2s']:.3f}, ceiling {result['rm_accuracy_ceiling']:.3f}")
     return result
-
-
-def plot_win_tie_lose(judge: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 1.8))
-    left = 0
-    for key, color in (("win", "#3a7"), ("tie", "#bbb"), ("lose", "#c33")):
-        ax.barh([0], [judge[key]], left=left, color=color, label=f"{key} {judge[key]}")
-        left += judge[key]
-    ax.set_yticks([])
-    ax.set_xlabel(f"test prompts (n={judge['n']}): DPO policy vs SFT policy, impartial judge")
-    ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.45))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -6,6 +6,8 @@
 | mmlu         | 4 | 2,850  | MMLU/test.jsonl                          | MIT            |
 | piqa_pairs   | 2 | 1,500  | PIQA/validation.jsonl: a goal and two    | AFL-3.0        |
 |              |   |        | responses, one better (preference pairs) |                |
+| piqa         | 2 | 1,500  | the same rows, the prompt only the goal  | AFL-3.0        |
+|              |   |        | ("Goal: ..."): a policy can answer it    |                |
 | csqa         | 5 | 1,221  | CommonsenseQA/validation.jsonl           | MIT            |
 | siqa         | 3 | 1,954  | SIQA/test.jsonl                          | CC-BY-4.0      |
 | obqa         | 4 | 499    | OpenBookQA/test.jsonl                    | Apache-2.0     |
@@ -66,10 +68,17 @@ def piqa_pairs() -> list[dict]:
     return _mc("PIQA/validation.jsonl", "piqa", lambda r: f"Goal: {r['question'].strip()}\nWhich solution is better?")
 
 
+def piqa() -> list[dict]:
+    """PIQA with the goal alone as the prompt: the question "which solution is better?" belongs to
+    the classification template, so a policy given the prompt writes a solution (configs/align.yaml)."""
+    return _mc("PIQA/validation.jsonl", "piqa", lambda r: f"Goal: {r['question'].strip()}")
+
+
 LOADERS = {
     "boolq": boolq,
     "mmlu": lambda: _mc("MMLU/test.jsonl", "mmlu"),
     "piqa_pairs": piqa_pairs,
+    "piqa": piqa,
     "csqa": lambda: _mc("CommonsenseQA/validation.jsonl", "csqa"),
     "siqa": lambda: _mc("SIQA/test.jsonl", "siqa", lambda r: f"{r['passage'].strip()}\nQuestion: {r['question'].strip()}"),
     "obqa": lambda: _mc("OpenBookQA/test.jsonl", "obqa"),

@@ -225,23 +225,62 @@ def write_report(root: Path, metrics: dict, sections=()) -> Path:
     return path
 
 
-def alignment_lines(root: Path, metrics: dict) -> list[str]:
-    from pipelines.align import plot_win_tie_lose
+def plot_win_tie_lose(judge: dict, path: Path) -> None:
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.8))
+    left = 0
+    for key, color in (("win", "#3a7"), ("tie", "#bbb"), ("lose", "#c33")):
+        ax.barh([0], [judge[key]], left=left, color=color, label=f"{key} {judge[key]}")
+        left += judge[key]
+    ax.set_yticks([])
+    ax.set_xlabel(f"test prompts (n={judge['n']}): DPO policy vs SFT policy, impartial judge")
+    ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.45))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def alignment_lines(root: Path, metrics: dict) -> list[str]:
+    """The alignment section: both reward models' pairwise accuracy against chance (0.5) and the
+    judge's win / tie / lose, each with its bootstrap interval, and answers side by side."""
     al = metrics["alignment"]
-    j = al["judge"]
+    j, iv = al["judge"], al.get("intervals", {})
+    rm_iv, j_iv = iv.get("rm_accuracy", {}), iv.get("judge", {})
     plot_win_tie_lose(j, root / "win_tie_lose.png")
     pairs = metrics["stages"].get("dpo_pairs", {})
+
+    def verdict(ci):  # against chance 0.5 (accuracies) or 0 (win - lose)
+        return "" if not ci else ("above" if ci[0] > 0 else "below" if ci[1] < 0 else "within noise of")
+
+    rm = {role: al[f"rm_accuracy_{role}"] for role in ("w2s", "ceiling")}
+    chance = {role: verdict([c - 0.5 for c in rm_iv[role]] if rm_iv.get(role) else None) for role in rm}
+    wl = j_iv.get("win_minus_lose")
     lines = ["## Alignment: W2S reward model -> DPO pairs -> cDPO", "",
-             f"Reward models' pairwise accuracy on the test pairs: W2S reward model {fmt(al['rm_accuracy_w2s'])}, "
-             f"ground-truth reward model (the judge) {fmt(al['rm_accuracy_ceiling'])}.",
-             f"DPO pairs: {pairs.get('pairs', 'n/a')} from {pairs.get('prompts', 'n/a')} prompts. "
+             "| reward model | pairwise accuracy on the test pairs [95% CI] | vs chance (0.5) |", "|---|---|---|",
+             f"| W2S reward model (weak labels) | {with_ci(rm['w2s'], rm_iv.get('w2s'))} | {chance['w2s']} |",
+             f"| ground-truth reward model (the judge) | {with_ci(rm['ceiling'], rm_iv.get('ceiling'))} | {chance['ceiling']} |",
+             "", f"DPO pairs: {pairs.get('pairs', 'n/a')} from {pairs.get('prompts', 'n/a')} prompts. "
              f"DPO changed {al['changed']} of {al['prompts']} greedy test answers.", "",
-             "| DPO policy vs SFT policy (impartial judge) | win | tie | lose |", "|---|---|---|---|",
-             f"| test prompts (n={j['n']}) | {j['win']} | {j['tie']} | {j['lose']} |", "",
-             "![win / tie / lose](win_tie_lose.png)", "", "Examples (greedy answers):", ""]
-    for e in al.get("examples", [])[:3]:
-        lines += [f"- {e['prompt'][:120]!r}: SFT {e['sft'][:80]!r} / DPO {e['dpo'][:80]!r}"]
+             "| DPO policy vs SFT policy (impartial judge) | win | tie | lose | win rate [95% CI] | lose rate [95% CI] "
+             "| win - lose [95% CI] |", "|---|---|---|---|---|---|---|",
+             f"| test prompts (n={j['n']}) | {j['win']} | {j['tie']} | {j['lose']} | "
+             f"{with_ci(j['win_rate'], j_iv.get('win_rate'))} | {with_ci(j['lose_rate'], j_iv.get('lose_rate'))} | "
+             f"{with_ci((j['win'] - j['lose']) / j['n'] if j['n'] else None, wl)} |", ""]
+    if wl:
+        said = ("DPO beats SFT" if wl[0] > 0 else "DPO loses to SFT" if wl[1] < 0
+                else "DPO and SFT are within noise of each other")
+        lines += [f"{said} by the judge (win - lose rate, 95% interval [{wl[0]:+.3f}, {wl[1]:+.3f}]).", ""]
+    lines += ["![win / tie / lose](win_tie_lose.png)", "", "Greedy answers to the first test prompts:", "",
+              "| prompt | SFT policy | DPO policy |", "|---|---|---|"]
+
+    def cell(s: str, n: int) -> str:  # a table cell: cut, no pipes or newlines
+        return s[:n].replace("|", "/").replace("\n", " ")
+
+    lines += [f"| {cell(e['prompt'], 100)} | {cell(e['sft'], 90)} | {cell(e['dpo'], 90)} |" for e in al.get("examples", [])]
     return lines + [""]
 
 

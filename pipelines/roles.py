@@ -115,8 +115,9 @@ class RewardConfig(DerivedModelConfig):
     """The W2S reward model: the model shape (spec "" = strong.spec: the model the bt head is
     trained from; backend: how the reward models score pairs and answers) and its training."""
     enabled: bool = False
-    # bt: a scalar Bradley-Terry head trained on the weak labels; judge: the generative pairwise
-    # judge strong_w2s/<judge_method> (the option-choice model), served as is
+    # bt: a scalar Bradley-Terry head trained on the weak labels (the impartial judge: the same head
+    # on ground truth); judge: the generative pairwise judge strong_w2s/<judge_method> (the
+    # option-choice model), served as is (the impartial judge: strong_ceiling)
     kind: str = "bt"
     judge_method: str = "naive"
     format: str = "{prompt}\nAnswer: {response}"  # the text a bt reward model reads

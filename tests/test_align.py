@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import tiny_run_config
-from pipelines.align import win_tie_lose
+from pipelines.align import align_intervals, reward_dirs, win_tie_lose
 from pipelines.dpo_pairs import PairsConfig, pick_pair, weak_ensemble_scores
 
 
@@ -26,6 +26,32 @@ def test_weak_ensemble_scores_eq10_eq11_by_hand():
 def test_win_tie_lose_counts():
     out = win_tie_lose([0.9, 0.5, 0.52, 0.1, 0.56], margin=0.05)
     assert (out["win"], out["tie"], out["lose"], out["n"]) == (2, 2, 1, 5)
+
+
+def test_align_intervals_by_hand():
+    # every resample of a constant column is that constant: the intervals are worked out by hand
+    out = align_intervals({"w2s": np.ones(6), "ceiling": np.zeros(6)}, [0.9] * 4, margin=0.05, n_boot=50)
+    assert out["rm_accuracy"] == {"w2s": [1.0, 1.0], "ceiling": [0.0, 0.0]}
+    assert out["rm_accuracy_w2s_minus_ceiling"] == [1.0, 1.0]
+    assert out["judge"] == {"win_rate": [1.0, 1.0], "lose_rate": [0.0, 0.0], "win_minus_lose": [1.0, 1.0]}
+    # paired: the same rows resampled for both reward models, so equal columns differ by exactly 0
+    same = np.array([1, 0, 1, 1, 0, 0, 1, 0], dtype=float)
+    out = align_intervals({"w2s": same, "ceiling": same}, [0.9, 0.1, 0.5, 0.52], margin=0.05, n_boot=400)
+    assert out["rm_accuracy_w2s_minus_ceiling"] == [0.0, 0.0]
+    lo, hi = out["rm_accuracy"]["w2s"]
+    assert 0.0 < lo < 0.5 < hi < 1.0  # a 50% accuracy on 8 rows: a wide interval around 0.5
+    # win - lose of (win, tie, lose, tie) lies in [-1, 1] and is an exact multiple of 1/4
+    wl = out["judge"]["win_minus_lose"]
+    assert -1 <= wl[0] <= 0 <= wl[1] <= 1 and all(abs(x * 4 - round(x * 4)) < 1e-12 for x in wl)
+
+
+def test_reward_dirs_pair_each_w2s_reward_model_with_its_ground_truth_twin(tmp_path):
+    bt = tiny_run_config(tmp_path / "bt", "tiny_align")
+    assert reward_dirs(bt.root, bt) == {"w2s": str(bt.root / "reward_model" / "model"),
+                                        "ceiling": str(bt.root / "reward_ceiling" / "model")}
+    judge = tiny_run_config(tmp_path / "j", "tiny_align", **{"reward.kind": "judge"})
+    assert reward_dirs(judge.root, judge) == {"w2s": str(judge.root / "strong_w2s" / "naive" / "model"),
+                                              "ceiling": str(judge.root / "strong_ceiling" / "model")}
 
 
 def test_pairs_config_rejects_bad_values():
@@ -60,13 +86,17 @@ def test_alignment_end_to_end(align_run):
     for p in pairs:  # chosen: the best-scored response, rejected: the worst
         assert p["chosen"] != p["rejected"] and p["score_chosen"] == max(p["scores"])
         assert p["score_rejected"] == min(s for r, s in zip(p["responses"], p["scores"]) if r != p["chosen"])
-        assert p["prompt"].endswith("\nAnswer:")
+        assert p["prompt"].endswith("\nSolution:") and "Which solution" not in p["prompt"]  # a goal to answer
     al = metrics["alignment"]
     j = al["judge"]
     assert j["win"] + j["tie"] + j["lose"] == j["n"] == 8
     assert 0 <= al["rm_accuracy_w2s"] <= 1 and 0 <= al["rm_accuracy_ceiling"] <= 1
+    ci = al["intervals"]["rm_accuracy"]["w2s"]
+    assert ci[0] <= al["rm_accuracy_w2s"] <= ci[1]
+    assert set(al["intervals"]["judge"]) == {"win_rate", "lose_rate", "win_minus_lose"}
     assert (root / "win_tie_lose.png").stat().st_size > 1000
-    assert "Alignment" in (root / "report.md").read_text()
+    report = (root / "report.md").read_text()
+    assert "Alignment" in report and "| prompt | SFT policy | DPO policy |" in report and "vs chance (0.5)" in report
 
 
 def test_dpo_pairs_load_in_trl_dpo_trainer(align_run, tmp_path):

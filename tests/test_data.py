@@ -70,11 +70,21 @@ def test_loader_errors(tmp_path):
         read_source(DataConfig(source="embedded:nope"))
 
 
-@pytest.mark.parametrize("name,k,n", [("boolq", 2, 12697), ("mmlu", 4, 2849), ("piqa_pairs", 2, 1500)])
+@pytest.mark.parametrize("name,k,n", [("boolq", 2, 12697), ("mmlu", 4, 2849), ("piqa_pairs", 2, 1500), ("piqa", 2, 1500)])
 def test_embedded_datasets(name, k, n):
     rows = read_source(DataConfig(source=f"embedded:{name}"))
     assert len(rows) == n and {len(r["options"]) for r in rows} == {k}
     assert all(r["label"] is not None for r in rows)
+
+
+def test_piqa_prompt_is_the_goal_alone():
+    """piqa and piqa_pairs hold the same rows; piqa's prompt leaves out the classification question,
+    so a policy given it writes a solution (issue 12, item 7)."""
+    pairs = read_source(DataConfig(source="embedded:piqa_pairs"))
+    goals = read_source(DataConfig(source="embedded:piqa"))
+    assert [(r["options"], r["label"]) for r in goals] == [(r["options"], r["label"]) for r in pairs]
+    assert pairs[0]["prompt"] == goals[0]["prompt"] + "\nWhich solution is better?"
+    assert goals[0]["prompt"].startswith("Goal: ") and "\n" not in goals[0]["prompt"]
 
 
 def test_boolq_row_is_hand_checked():
