@@ -142,3 +142,25 @@ def test_generate_greedy_matches_manual_decoding_and_samples_are_seeded():
                                                                 temperature=1.0, seed=7)
     with pytest.raises(ValueError, match="greedy decoding gives one sequence"):
         b.generate(prompts, num_samples=2)
+
+
+def test_embedded_tokenizers_add_bos_as_their_gguf_files_say():
+    """Gemma 3's GGUF file says tokenizer.ggml.add_bos_token: true, SmolLM2's false. transformers
+    5.19 dropped the flag when converting, and Gemma 3 without BOS fell to near-chance answers
+    (LM loss 6.4 vs 2.3 on plain English; docs/measurements.md): `w2s setup` restores it."""
+    from actors.registry import load_tokenizer
+
+    gemma, smol = load_tokenizer("embedded:gemma3-270m"), load_tokenizer("embedded:smollm2-135m-instruct")
+    plain = gemma("The capital of France is", add_special_tokens=False).input_ids
+    assert gemma("The capital of France is").input_ids == [gemma.bos_token_id] + plain and gemma.bos_token_id == 2
+    assert smol("The capital of France is").input_ids == smol("The capital of France is", add_special_tokens=False).input_ids
+
+
+def test_a_gguf_model_converted_by_an_older_w2s_asks_for_setup(tmp_path):
+    d = tmp_path / "gemma3-270m"
+    d.mkdir()
+    (d / "w2s_manifest.json").write_text(json.dumps({"files": {}}))  # no "convert": before the BOS fix
+    with pytest.raises(EmbeddedError, match="converted by an older w2s.*re-run `w2s setup`"):
+        verify_model_dir(d, "gemma3-270m")
+    (d / "w2s_manifest.json").write_text(json.dumps({"files": {}, "convert": 2}))
+    verify_model_dir(d, "gemma3-270m")
