@@ -32,6 +32,9 @@ class ClusterConfig:
     # a streaming stage that still loses its actors (a node gone) places them again on the nodes
     # alive and resumes from the rows written, this many times (pipelines/runner.py)
     stage_restarts: int = 2
+    # evaluation scores the trained strong models of a run together, each loaded once in its own
+    # actor (a strong_gpu share each), this many per pass over the test split; 0: all in one pass
+    eval_models: int = 0
     namespace: str = "w2s"
     # environment of model actors (set at process start, via the actor's runtime_env)
     actor_env: dict[str, str] = field(default_factory=lambda: dict(MALLOC_ENV))
@@ -51,6 +54,6 @@ class ClusterConfig:
             raise ValueError("cpus_per_actor: must be > 0")
         if self.ready_timeout_s <= 0:
             raise ValueError("ready_timeout_s: must be > 0")
-        for name in ("max_restarts", "max_task_retries", "stage_restarts"):
+        for name in ("max_restarts", "max_task_retries", "stage_restarts", "eval_models"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0")

@@ -31,7 +31,8 @@ def connect(cfg: ClusterConfig, gpus_needed: int = 0) -> dict:
     if resources.get("GPU", 0) < gpus_needed:
         raise InsufficientResourcesError(
             f"the plan needs {gpus_needed} GPU(s) but the cluster has {resources.get('GPU', 0):g}; "
-            "lower cluster.weak_gpu / strong_gpu shares or use fewer weak models"
+            "lower cluster.weak_gpu / strong_gpu shares, use fewer weak models, or score fewer models per "
+            "evaluation pass (cluster.eval_models)"
         )
     return resources
 

@@ -98,15 +98,17 @@ def bootstrap(correct: dict[str, np.ndarray], supervisor: str, ceiling: str, zer
     return out
 
 
-def compare(evals: dict[str, Path], weak_names: list[str], supervisor: str, ceiling: str, w2s: list[str],
-            zero_shot: str | None = None) -> dict:
+def compare(evals: dict[str, Path | tuple[Path, str]], weak_names: list[str], supervisor: str, ceiling: str,
+            w2s: list[str], zero_shot: str | None = None) -> dict:
     """Accuracy per evaluated model, PGR / gain over the strong zero-shot / deception score per
     W2S model, and their bootstrap intervals. evals["weak"] is the weak ensemble scored on the
-    test split: it yields "weak <name>" per model and "weak ensemble"."""
+    test split: it yields "weak <name>" per model and "weak ensemble"; every other entry is a
+    scored folder (its weak_label) or (folder, probs_<model> column) of a pass that scored several."""
     preds = {f"weak {n}": predictions(evals["weak"], f"probs_{n}") for n in weak_names}
     if len(weak_names) > 1:
         preds["weak ensemble"] = predictions(evals["weak"])
-    preds.update({name: predictions(d) for name, d in evals.items() if name != "weak"})
+    preds.update({name: predictions(*d) if isinstance(d, tuple) else predictions(d)
+                  for name, d in evals.items() if name != "weak"})
     ids = sorted(preds[ceiling])
     correct = {n: np.array([p[i][0] == p[i][1] for i in ids]) for n, p in preds.items()}
     acc = {n: float(c.mean()) for n, c in correct.items()}

@@ -23,7 +23,7 @@ from actors.model_config import DerivedModelConfig, ModelConfig
 from cluster.config import ClusterConfig
 from pipelines.align import AlignConfig
 from pipelines.annotate import AnnotateConfig, annotate_stage
-from pipelines.data import DataConfig, prepare_data
+from pipelines.data import DataConfig, fingerprint, prepare_data
 from pipelines.generation import GenDataConfig
 from pipelines.joint_annotate import JointConfig
 from actors.prompts import TemplateConfig
@@ -119,6 +119,12 @@ class RunConfig:
         return [{"weak": len(self.weak.models)}, {"strong": 1}]
 
 
+def _eval_plan(cfg) -> dict:
+    """The largest evaluation pass: that many trained strong models side by side (stage_eval)."""
+    n = len(eval_targets(cfg)) - 1  # the zero-shot is scored in a stage of its own
+    return {"strong": min(n, cfg.cluster.eval_models) if cfg.cluster.eval_models else n}
+
+
 @dataclass
 class W2SRecipe(RunConfig):
     """Classification W2S: option-choice rows (data.*), weak labels by annotate.method."""
@@ -144,6 +150,9 @@ class W2SRecipe(RunConfig):
         lm = [("strong_lm", stage_strong_lm)] if self.strong.lm_finetune.enabled else []
         return [("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate), *lm,
                 ("strong_ceiling", stage_ceiling), ("strong_w2s", stage_w2s), ("eval", stage_eval)]
+
+    def plans(self) -> list[dict]:
+        return super().plans() + [_eval_plan(self)]
 
 
 @dataclass
@@ -316,8 +325,13 @@ def weak_label_rows(cfg: RunConfig) -> list[dict]:
 
 def _strong_weak_config(cfg: RunConfig, name: str, spec: str) -> WeakConfig:
     """A one-model ensemble config that scores with a (trained or pretrained) strong model."""
+    return _strong_models(cfg, {name: spec})
+
+
+def _strong_models(cfg: RunConfig, specs: dict[str, str]) -> WeakConfig:
+    """An ensemble config of strong models (name -> spec or model directory) that score options."""
     backend = BackendConfig(head=cfg.strong.train.head, max_length=cfg.strong.train.max_length)
-    return WeakConfig(models=[ModelConfig(spec=spec, name=name, backend=backend)])
+    return WeakConfig(models=[ModelConfig(spec=spec, name=name, backend=backend) for name, spec in specs.items()])
 
 
 def _label_with(cfg: RunConfig, model_dir: str, labels_dir: Path, log) -> dict:
@@ -342,6 +356,10 @@ def eval_targets(cfg: RunConfig) -> dict[str, str]:
 
 
 def stage_eval(cfg: RunConfig, log=print) -> dict:
+    """Score the weak ensemble, the strong zero-shot and every trained strong model on the test
+    split. The zero-shot is a stage of its own (it does not depend on the seed: pipelines/seeds.py
+    shares it); the trained models are scored together, each loaded once in its own actor and every
+    batch scored by all of them (cluster.eval_models per pass), so a run pays one start-up."""
     from actors.strong import StrongActor
     from pipelines.evaluate import compare
 
@@ -349,17 +367,24 @@ def stage_eval(cfg: RunConfig, log=print) -> dict:
     weak = cfg.weak.labelling(cfg.root)
     ens = replace(cfg.annotate, method="ensemble" if len(weak.models) > 1 else "naive")
     annotate_stage(test, ev / "weak", weak, ens, cfg.template, cfg.cluster, log)
-    naive = replace(cfg.annotate, method="naive")
-    dirs = {"weak": ev / "weak"}
-    for name, spec in eval_targets(cfg).items():
-        d = ev / name.replace(" ", "_")
-        annotate_stage(test, d, _strong_weak_config(cfg, "strong", spec), naive, cfg.template, cfg.cluster, log,
-                       actor_cls=StrongActor, role="strong")
-        dirs[name] = d
+    targets = eval_targets(cfg)
+    zs = "strong zero-shot"
+    annotate_stage(test, ev / "strong_zero-shot", _strong_weak_config(cfg, "strong", targets.pop(zs)),
+                   replace(cfg.annotate, method="naive"), cfg.template, cfg.cluster, log, actor_cls=StrongActor, role="strong")
+    dirs: dict = {"weak": ev / "weak", zs: ev / "strong_zero-shot"}
+    names = list(targets)
+    size = cfg.cluster.eval_models or len(names)
+    for i in range(0, len(names), size):
+        part = {n.replace(" ", "_"): targets[n] for n in names[i:i + size]}
+        # named by its members: another set of methods scores in a folder of its own, never a conflict
+        d = ev / f"strong_{fingerprint(sorted(part.items()))[:8]}"
+        annotate_stage(test, d, _strong_models(cfg, part), replace(cfg.annotate, method="ensemble"), cfg.template,
+                       cfg.cluster, log, actor_cls=StrongActor, role="strong")
+        dirs.update({n: (d, f"probs_{n.replace(' ', '_')}") for n in names[i:i + size]})
     per_model = [m.name for m in weak.models]
     supervisor = "weak ensemble" if len(per_model) > 1 else f"weak {per_model[0]}"
     w2s = [n for n in dirs if n.startswith("w2s ")]
-    result = compare(dirs, per_model, supervisor, "strong ceiling", w2s, zero_shot="strong zero-shot")
+    result = compare(dirs, per_model, supervisor, "strong ceiling", w2s, zero_shot=zs)
     result["ceiling"] = "strong ceiling"
     return result
 
