@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # longest first, so two lanes finish close together
-BENCHMARKS = ["score_throughput", "train_throughput", "seam_throughput", "serve_load", "scale_sim"]
+BENCHMARKS = ["score_throughput", "train_throughput", "seam_throughput", "serve_load", "scale_sim", "eval_pass"]
 TIMEOUT_S = 420
 
 
@@ -105,7 +105,12 @@ def _check_scale(text: str) -> None:
     _row(text, "200")
 
 
-CHECKS = {"score_throughput": _check_score, "train_throughput": _check_train, "seam_throughput": _check_seam,
+def _check_eval(text: str) -> None:
+    assert _row(text, "per model (before)")[1] == "3" and _row(text, "one pass (stage_eval)")[1] == "1"
+    assert "Same predictions for every model both ways: yes." in text
+
+
+CHECKS = {"eval_pass": _check_eval, "score_throughput": _check_score, "train_throughput": _check_train, "seam_throughput": _check_seam,
           "serve_load": _check_serve, "scale_sim": _check_scale}
 
 
