@@ -210,16 +210,16 @@ def fp32_probs(spec, texts, answers, threads) -> tuple[list[np.ndarray], list[np
 
 def stage_overrides(n_models: int, rows: int, workdir: Path, spec: str) -> list[str]:
     """configs/quickstart.yaml made to score what the backend rows score: BoolQ, every template
-    field of label_template() (label answers, letters), the ensemble combine; strong.methods
-    [naive] since the quickstart's rel_* methods need annotate.method=reliability."""
+    field of label_template() (label answers, letters), the ensemble combine, n_models copies of
+    `spec` as they are (weak.finetune off); strong.methods [naive] since the quickstart's rel_*
+    methods need annotate.method=reliability."""
     tcfg = label_template()
     over = [f"run_dir={workdir / f'm{n_models}_r{rows}'}", "data.source=embedded:boolq", f"data.held_out={rows}",
             "data.weak_train=500", "data.test=0", "data.seed=0", "data.shard_rows=16", "data.max_prompt_chars=1200",
             "annotate.method=ensemble", "annotate.batch_rows=32", f"annotate.max_in_flight={max(2, n_models)}",
-            "strong.methods=[naive]"]
+            "strong.methods=[naive]", "weak.finetune=false",
+            "weak.models=" + json.dumps([{"spec": spec, "name": f"weak_{i}"} for i in range(n_models)])]
     over += [f"template.{f.name}={json.dumps(getattr(tcfg, f.name))}" for f in fields(tcfg)]
-    for i in range(n_models):
-        over += [f"weak.models.{i}.spec={spec}", f"weak.models.{i}.name=weak_{i}"]
     return over
 
 
@@ -322,8 +322,9 @@ def bench_labels(args, peak16, results, stage_rows, notes) -> float:
         from cluster.connect import connect
 
         models = [int(x) for x in args.models.split(",")]
-        # declare the largest plan's logical GPUs up front: a local cluster cannot grow later
-        connect(ClusterConfig(num_cpus=os.cpu_count()), max(models))
+        # declare the largest plan's logical GPUs up front: a local cluster cannot grow later (w2s run
+        # checks every plan of the config, the evaluation pass of ceiling + naive among them: 2)
+        connect(ClusterConfig(num_cpus=os.cpu_count()), max(*models, 2))
         work = Path(tempfile.mkdtemp(prefix="w2s-bench-"))
         runs = [(n, args.rows) for n in models] + ([] if args.smoke else [(1, args.rows * 2)])
         try:
