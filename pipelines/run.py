@@ -14,6 +14,7 @@ strong_w2s (pipelines/align.py): reward_model + reward_ceiling -> dpo_pairs -> d
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -373,14 +374,16 @@ def stage_eval(cfg: RunConfig, log=print) -> dict:
                    replace(cfg.annotate, method="naive"), cfg.template, cfg.cluster, log, actor_cls=StrongActor, role="strong")
     dirs: dict = {"weak": ev / "weak", zs: ev / "strong_zero-shot"}
     names = list(targets)
+    # model names hold letters, digits, '_', '.', '-' only: "w2s naive +lm" scores as w2s_naive_lm
+    slug = {n: re.sub(r"[^A-Za-z0-9_.-]+", "_", n) for n in names}
     size = cfg.cluster.eval_models or len(names)
     for i in range(0, len(names), size):
-        part = {n.replace(" ", "_"): targets[n] for n in names[i:i + size]}
+        part = {slug[n]: targets[n] for n in names[i:i + size]}
         # named by its members: another set of methods scores in a folder of its own, never a conflict
         d = ev / f"strong_{fingerprint(sorted(part.items()))[:8]}"
         annotate_stage(test, d, _strong_models(cfg, part), replace(cfg.annotate, method="ensemble"), cfg.template,
                        cfg.cluster, log, actor_cls=StrongActor, role="strong")
-        dirs.update({n: (d, f"probs_{n.replace(' ', '_')}") for n in names[i:i + size]})
+        dirs.update({n: (d, f"probs_{slug[n]}") for n in names[i:i + size]})
     per_model = [m.name for m in weak.models]
     supervisor = "weak ensemble" if len(per_model) > 1 else f"weak {per_model[0]}"
     w2s = [n for n in dirs if n.startswith("w2s ")]
