@@ -18,7 +18,6 @@ writes it to --out.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import tempfile
@@ -79,7 +78,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="eval_pass_", dir=out))
     cfg, targets = load(args.config, args.smoke, work)
-    models = {re.sub(r"[^A-Za-z0-9_.-]+", "_", n): d for n, d in targets.items()}  # as stage_eval names them
+    from pipelines.run import model_slug
+
+    models = {model_slug(n): d for n, d in targets.items()}  # as stage_eval names them
     rows = len(read_split(cfg.root / "data" / "test"))
     connect(cfg.cluster, len(models))
     per_s, per_preds = 0.0, {}

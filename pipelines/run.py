@@ -356,6 +356,12 @@ def eval_targets(cfg: RunConfig) -> dict[str, str]:
     return targets
 
 
+def model_slug(name: str) -> str:
+    """An evaluated model's actor and column name: model names hold letters, digits, '_', '.', '-'
+    only, so "w2s naive +lm" scores as w2s_naive_lm."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
 def stage_eval(cfg: RunConfig, log=print) -> dict:
     """Score the weak ensemble, the strong zero-shot and every trained strong model on the test
     split. The zero-shot is a stage of its own (it does not depend on the seed: pipelines/seeds.py
@@ -374,8 +380,7 @@ def stage_eval(cfg: RunConfig, log=print) -> dict:
                    replace(cfg.annotate, method="naive"), cfg.template, cfg.cluster, log, actor_cls=StrongActor, role="strong")
     dirs: dict = {"weak": ev / "weak", zs: ev / "strong_zero-shot"}
     names = list(targets)
-    # model names hold letters, digits, '_', '.', '-' only: "w2s naive +lm" scores as w2s_naive_lm
-    slug = {n: re.sub(r"[^A-Za-z0-9_.-]+", "_", n) for n in names}
+    slug = {n: model_slug(n) for n in names}
     size = cfg.cluster.eval_models or len(names)
     for i in range(0, len(names), size):
         part = {slug[n]: targets[n] for n in names[i:i + size]}
