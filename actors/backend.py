@@ -88,6 +88,20 @@ class ModelBackend(abc.ABC):
         stop: generation of a row ends once its text holds one of these strings; the text and its
         log-probability are then cut as `apply_stop` says. None (or []): no stop strings."""
 
+    def sample_chunks(self, prompts: list[str], partials: list[str], num_samples: int, max_tokens: list[int],
+                      temperature: float = 0.7, top_k: int = 0, seed: int = 0, chat: bool = False,
+                      stop: list[str] | None = None) -> list[list[tuple[str, int, bool]]]:
+        """Per row, num_samples chunks sampled after the rendered prompt followed by the partial
+        response: (chunk text, tokens generated, ended by the end token or a stop string), at most
+        max_tokens[row] tokens each (pipelines/cbs.py, weak-to-strong search). A stop string is cut
+        off the text as in `generate`."""
+        raise NotImplementedError(f"{type(self).__name__}: this backend does not sample chunks "
+                                  "(use backend.kind=hf or vllm)")
+
+    def end_text(self) -> str:
+        """The end token as text (appended to a finished response to score its end), or ""."""
+        return ""
+
     def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64,
                     chat: bool = False) -> list[list[tuple[str, float]]]:
         """Top num_beams continuations per prompt by beam search, best first, each with its summed

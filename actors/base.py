@@ -56,6 +56,28 @@ class BackendActor:
         """ModelBackend.generate (stop: end each text before the first stop string; None: no stops)."""
         return self.backend.generate(prompts, num_samples, max_new_tokens, temperature, seed, chat, stop=stop)
 
+    def sample_chunks(self, prompts: list[str], partials: list[str], num_samples: int, max_tokens: list[int],
+                      temperature: float = 0.7, top_k: int = 0, seed: int = 0, chat: bool = False,
+                      stop: list[str] | None = None):
+        """ModelBackend.sample_chunks: the successor chunks of weak-to-strong search."""
+        return self.backend.sample_chunks(prompts, partials, num_samples, max_tokens, temperature, top_k, seed,
+                                          chat, stop=stop)
+
+    def response_logprobs(self, prompts: list[str], responses: list[str], finished: list[bool],
+                          chat: bool = False) -> list[float]:
+        """log p(response | prompt) by teacher forcing, with the model's end token after each
+        finished response (weak-to-strong search scores a finished hypothesis with its end); an
+        empty unfinished response scores 0."""
+        end = self.backend.end_text()
+        conts = [r + end if f else r for r, f in zip(responses, finished)]
+        keep = [i for i, c in enumerate(conts) if c]
+        out = [0.0] * len(conts)
+        if keep:
+            scored = self.backend.sequence_logprobs([prompts[i] for i in keep], [conts[i] for i in keep], chat)
+            for i, (lp, _) in zip(keep, scored):
+                out[i] = float(lp)
+        return out
+
     def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64, chat: bool = False):
         return self.backend.beam_search(prompts, num_beams, max_new_tokens, chat)
 

@@ -13,7 +13,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from actors.backend import (BackendConfig, ModelBackend, apply_stop, check_stop, default_threads, encode_pairs,
-                            encode_prompts, label_token_ids, resolve_dtype)
+                            encode_prompts, label_token_ids, resolve_dtype, stop_cut)
 from actors.packing import encode_option_rows, option_mean_logprobs, pack_rows, supports_packing
 from actors.registry import load_model
 
@@ -153,24 +153,71 @@ class HFBackend(ModelBackend):
         seqs = encode_prompts(self.tok, prompts, chat, self.cfg.max_length - max_new_tokens, self.spec)
         torch.manual_seed(seed)
         out: list[list[tuple[str, float]] | None] = [None] * len(prompts)
+        for i, new, logp, alive in self._sample(seqs, list(range(len(seqs))), num_samples, max_new_tokens,
+                                                temperature, None, stop):
+            out[i] = [self._finish(new[j][alive[j]], logp[j][alive[j]], stop) for j in range(num_samples)]
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def sample_chunks(self, prompts: list[str], partials: list[str], num_samples: int, max_tokens: list[int],
+                      temperature: float = 0.7, top_k: int = 0, seed: int = 0, chat: bool = False,
+                      stop: list[str] | None = None) -> list[list[tuple[str, int, bool]]]:
+        """See ModelBackend.sample_chunks: the partial response is appended as text to the rendered
+        prompt (re-tokenised), and num_samples chunks of at most max_tokens[row] tokens are sampled
+        after it (temperature, top_k; 0: no top-k filter)."""
+        if temperature <= 0:
+            raise ValueError("sample_chunks: temperature must be > 0")
+        stop = check_stop(stop)
+        if not len(prompts) == len(partials) == len(max_tokens):
+            raise ValueError("sample_chunks: prompts, partials and max_tokens differ in length")
+        longest = max(max_tokens, default=1)
+        heads = encode_prompts(self.tok, prompts, chat, self.cfg.max_length - longest, self.spec)
+        tails = self.tok(list(partials), add_special_tokens=False)["input_ids"] if partials else []
+        seqs = [(h + t)[-(self.cfg.max_length - longest):] for h, t in zip(heads, tails)]
+        torch.manual_seed(seed)
+        out: list[list[tuple[str, int, bool]] | None] = [None] * len(prompts)
+        for n in sorted(set(max_tokens)):  # rows with the same budget generate together
+            rows = [i for i, m in enumerate(max_tokens) if m == n]
+            for i, new, _, alive in self._sample(seqs, rows, num_samples, n, temperature, top_k or None, stop):
+                out[i] = [self._chunk(partials[i], new[j][alive[j]], stop) for j in range(num_samples)]
+        return out  # type: ignore[return-value]
+
+    def _chunk(self, partial: str, tokens: torch.Tensor, stop: list[str] | None) -> tuple[str, int, bool]:
+        """(chunk text, tokens generated, ended by the end token or a stop string); a stop string is
+        searched in partial + chunk (one split across the chunk boundary counts) and cut off."""
+        if self.tok.pad_token_id != self.tok.eos_token_id:
+            tokens = tokens[tokens != self.tok.pad_token_id]  # the padding after a row stopped by a stop string
+        ended = bool((tokens == self.tok.eos_token_id).any())
+        text = self.tok.decode(tokens, skip_special_tokens=True)
+        if stop and (cut := stop_cut(partial + text, stop)) is not None:
+            text, ended = text[:max(cut - len(partial), 0)], True
+        return text, int(tokens.numel()), ended
+
+    def _sample(self, seqs: list[list[int]], rows: list[int], num_samples: int, max_new_tokens: int,
+                temperature: float, top_k: int | None, stop: list[str] | None):
+        """model.generate over seqs[rows] in micro-batches; yields (row, new tokens [num_samples, T],
+        their log-probabilities from the raw logits, the mask of tokens up to the end token)."""
         budget = max(1, self.cfg.max_batch_tokens // num_samples)
-        for batch in self._micro_batches([len(s) + max_new_tokens for s in seqs], budget):
+        for part in self._micro_batches([len(seqs[i]) + max_new_tokens for i in rows], budget):
+            batch = [rows[k] for k in part]
             ids, mask, _ = self._pad_left([seqs[i] for i in batch])
             stopping = StoppingCriteriaList([_StopOnText(self.tok, stop, ids.shape[1])]) if stop else None
             gen = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+                temperature=temperature if temperature > 0 else None, top_p=None, top_k=top_k,
                 num_return_sequences=num_samples, output_logits=True, return_dict_in_generate=True,
                 pad_token_id=self.tok.pad_token_id, stopping_criteria=stopping)
             new = gen.sequences[:, ids.shape[1]:]
             # log p of each chosen token from the raw logits (generation config processors excluded)
             logp = torch.stack(gen.logits, 1).float().log_softmax(-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
             alive = _before_eos(new, self.tok.eos_token_id, self.tok.pad_token_id)
-            for r, i in enumerate(batch):
-                rows = range(r * num_samples, (r + 1) * num_samples)
-                out[i] = [self._finish(new[j][alive[j]], logp[j][alive[j]], stop) for j in rows]
             self.tokens_seen += int(mask.sum()) * num_samples + int(alive.sum())
-        return out  # type: ignore[return-value]
+            for r, i in enumerate(batch):
+                rows_r = slice(r * num_samples, (r + 1) * num_samples)
+                yield i, new[rows_r], logp[rows_r], alive[rows_r]
+
+    def end_text(self) -> str:
+        return self.tok.eos_token or ""
 
     def _finish(self, tokens: torch.Tensor, logp: torch.Tensor, stop: list[str] | None) -> tuple[str, float]:
         """(text, summed log-prob) of one generated row (end token included, padding excluded)."""

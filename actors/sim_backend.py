@@ -103,6 +103,22 @@ class SimBackend(ModelBackend):
             return [[self._text(p, max_new_tokens, *([str(seed), str(j)] if temperature > 0 else []))
                      for j in range(num_samples)] for p in prompts]
 
+    def sample_chunks(self, prompts: list[str], partials: list[str], num_samples: int, max_tokens: list[int],
+                      temperature: float = 0.7, top_k: int = 0, seed: int = 0, chat: bool = False,
+                      stop: list[str] | None = None) -> list[list[tuple[str, int, bool]]]:
+        """Words as tokens; a chunk ends (as if by the end token) with probability 0.2 per chunk."""
+        with self._batch(prompts):
+            out = []
+            for p, part, m in zip(prompts, partials, max_tokens):
+                row = []
+                for j in range(num_samples):
+                    words = [_WORDS[int(unit(self.name, p, part, str(seed), str(j), str(i)) * len(_WORDS))]
+                             for i in range(m)]
+                    row.append((" " + " ".join(words) if words else "", len(words),
+                                unit(self.name, p, part, str(seed), str(j), "end") < 0.2))
+                out.append(row)
+            return out
+
     def _text(self, prompt: str, n: int, *salt: str) -> tuple[str, float]:
         words = [_WORDS[int(unit(self.name, prompt, str(i), *salt) * len(_WORDS))] for i in range(min(n, 8))]
         return " " + " ".join(words), -0.5 * len(words)

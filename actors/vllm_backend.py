@@ -90,6 +90,29 @@ class VLLMBackend(ModelBackend):
         return [[apply_stop(self.tok, list(c.token_ids), _chosen_logprobs(c.token_ids, c.logprobs), stop)
                  for c in out.outputs] for out in outs]
 
+    def sample_chunks(self, prompts: list[str], partials: list[str], num_samples: int, max_tokens: list[int],
+                      temperature: float = 0.7, top_k: int = 0, seed: int = 0, chat: bool = False,
+                      stop: list[str] | None = None) -> list[list[tuple[str, int, bool]]]:
+        """See ModelBackend.sample_chunks; one vLLM call for every row (a SamplingParams per row:
+        the rows' budgets differ). A row ended by the end token or a stop string has
+        finish_reason "stop"; the stop string is cut off the text (vLLM's `stop`)."""
+        from vllm import SamplingParams
+
+        if temperature <= 0:
+            raise ValueError("sample_chunks: temperature must be > 0")
+        stop = check_stop(stop)
+        longest = max(max_tokens, default=1)
+        heads = encode_prompts(self.tok, prompts, chat, self.cfg.max_length - longest, self.spec)
+        tails = self.tok(list(partials), add_special_tokens=False)["input_ids"] if partials else []
+        seqs = [(h + t)[-(self.cfg.max_length - longest):] for h, t in zip(heads, tails)]
+        params = [SamplingParams(n=num_samples, temperature=temperature, top_k=top_k or -1, max_tokens=m,
+                                 seed=seed + i, skip_special_tokens=True, stop=stop) for i, m in enumerate(max_tokens)]
+        outs = self.llm.generate(self._prompts(seqs), params, use_tqdm=False)
+        return [[(c.text, len(c.token_ids), c.finish_reason == "stop") for c in out.outputs] for out in outs]
+
+    def end_text(self) -> str:
+        return self.tok.eos_token or ""
+
     def beam_search(self, prompts: list[str], num_beams: int, max_new_tokens: int = 64,
                     chat: bool = False) -> list[list[tuple[str, float]]]:
         """Top num_beams continuations per prompt by vLLM's beam search with length_penalty 0, best

@@ -30,6 +30,7 @@ from pipelines.joint_annotate import JointConfig
 from actors.prompts import TemplateConfig
 from pipelines.seam import SeamConfig
 from pipelines.seam_annotate import SeamStageConfig
+from pipelines.search import SearchConfig
 from pipelines import methods
 from pipelines.roles import RewardConfig, StrongConfig, WeakConfig
 
@@ -42,10 +43,11 @@ class RunConfig:
       w2s         classification W2S (data, annotate): weak labels -> strong_w2s/<method> -> eval
       seam        w2s with SEAM's search as the labeller (+ seam, seam_stage)
       align       w2s + the W2S reward model, DPO of a policy, win / tie / lose (+ reward, policy, align)
+      search      weak-to-strong search: CBS / Best-of-N / sampling of a frozen strong model (+ search)
       generation  joint decoding, SFT / soft tokens, token F1 (gen_data, joint)
     `recipe:` names it; without one it is read from the sections given (task: generation or a
-    gen_data / joint section -> generation; annotate.method: seam or a seam section -> seam; a reward / policy / align
-    section -> align; else w2s). A section of another recipe is an unknown field."""
+    gen_data / joint section -> generation; a search section -> search; annotate.method: seam or a seam section
+    -> seam; a reward / policy / align section -> align; else w2s). A section of another recipe is an unknown field."""
     weak: WeakConfig
     run_dir: str = "runs/default"
     recipe: str = ""
@@ -216,6 +218,35 @@ class AlignRecipe(W2SRecipe):
 
 
 @dataclass
+class SearchRecipe(W2SRecipe):
+    """Weak-to-strong search (pipelines/search.py): the frozen strong.spec decodes test prompts
+    steered by a small tuned / untuned pair (search.tuned: DPO of weak.models[0] on its own weak
+    labels unless given), judged by strong_ceiling. No strong model is trained on weak labels."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    strong: StrongConfig = field(default_factory=lambda: StrongConfig(methods=[]))
+
+    NAME = "search"
+
+    def __post_init__(self):
+        if self.strong.methods or self.strong.bootstrap or self.strong.lm_finetune.enabled:
+            raise ValueError("strong.methods: the search recipe trains no strong model on weak labels; set "
+                             "strong.methods: [] (and leave strong.bootstrap / strong.lm_finetune off)")
+        super().__post_init__()
+        if self.seeds:
+            raise ValueError("seeds: not available on the search recipe")
+
+    def stages(self) -> list:
+        from pipelines import search
+
+        return [("data", stage_data), ("weak_sft", stage_weak_sft), ("weak_labels", stage_annotate),
+                ("strong_ceiling", stage_ceiling), ("search_tuned", search.stage_tuned),
+                ("search", search.stage_search)]
+
+    def plans(self) -> list[dict]:
+        return [{"weak": len(self.weak.models)}, {"strong": 1}, {"policy": 1, "weak": 2, "reward": 1}]
+
+
+@dataclass
 class GenerationRecipe(RunConfig):
     """Generation W2S: prompt + reference rows (gen_data), joint decoding as the weak labels
     (joint), the strong model learns the target texts, token F1 (pipelines/gen_run.py)."""
@@ -244,12 +275,15 @@ class GenerationRecipe(RunConfig):
                 ("strong_w2s", stage_w2s), ("eval", gen_run.stage_eval)]
 
 
-RECIPES: dict[str, type[RunConfig]] = {r.NAME: r for r in (W2SRecipe, SeamRecipe, AlignRecipe, GenerationRecipe)}
+RECIPES: dict[str, type[RunConfig]] = {r.NAME: r for r in (W2SRecipe, SeamRecipe, AlignRecipe, SearchRecipe,
+                                                           GenerationRecipe)}
 
 
 def _infer_recipe(data: dict) -> str:
     if data.get("task") == "generation" or {"gen_data", "joint"} & set(data):
         return "generation"
+    if "search" in data:
+        return "search"
     if (data.get("annotate") or {}).get("method") == "seam" or {"seam", "seam_stage"} & set(data):
         return "seam"
     if {"reward", "policy", "align"} & set(data):
@@ -409,6 +443,10 @@ def gpus_needed(cfg: RunConfig) -> int:
     return max(plan_resources(p, cfg.cluster, 1.0).total_gpus for p in cfg.plans())
 
 
+# the stages whose result is a section of metrics.json of its own (not under "stages")
+RESULTS = {"eval": "evaluation", "align_eval": "alignment", "search": "search"}
+
+
 def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
     """Run the stages in order (up to and including `until`), skipping complete ones.
 
@@ -430,8 +468,8 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
         t = time.time()
         log(f"== stage {name}")
         result = fn(cfg, log)
-        if name in ("eval", "align_eval"):
-            metrics["evaluation" if name == "eval" else "alignment"] = result
+        if name in RESULTS:
+            metrics[RESULTS[name]] = result
         else:
             metrics["stages"][name] = _brief(result)
         metrics["stages"].setdefault(name, {})["seconds"] = round(time.time() - t, 2)
@@ -455,6 +493,10 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
         report = write_report(cfg.root, metrics, report_sections(cfg))
         log(results_table(metrics))
         log(f"run: report in {report}")
+    elif "search" in metrics:
+        from pipelines.search import write_report as search_report
+
+        log(f"run: report in {search_report(cfg.root, metrics)}")
     log(f"run: done in {metrics['seconds']:.1f} s; metrics in {path}")
     return metrics
 
