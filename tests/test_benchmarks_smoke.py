@@ -22,7 +22,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # longest first, so two lanes finish close together
-BENCHMARKS = ["score_throughput", "train_throughput", "seam_throughput", "serve_load", "scale_sim", "eval_pass"]
+BENCHMARKS = ["score_throughput", "train_throughput", "seam_throughput", "serve_load", "scale_sim", "eval_pass",
+              "search_throughput"]
 TIMEOUT_S = 420
 
 
@@ -110,7 +111,14 @@ def _check_eval(text: str) -> None:
     assert "Same predictions for every model both ways: yes." in text
 
 
-CHECKS = {"eval_pass": _check_eval, "score_throughput": _check_score, "train_throughput": _check_train, "seam_throughput": _check_seam,
+def _check_search(text: str) -> None:
+    batched, single = _row(text, "CBS", "batched"), _row(text, "CBS", "one at a time")
+    # columns: decoder, prompts per call, seconds, tokens, tokens/s, large-model calls, scoring calls, ...
+    assert int(batched[5]) < int(single[5]) and int(batched[6]) < int(single[6])  # one call per step for all prompts
+    assert _row(text, "Best-of-4", "batched")[5] == "1" and _row(text, "sampling", "batched")[5] == "1"
+
+
+CHECKS = {"search_throughput": _check_search, "eval_pass": _check_eval, "score_throughput": _check_score, "train_throughput": _check_train, "seam_throughput": _check_seam,
           "serve_load": _check_serve, "scale_sim": _check_scale}
 
 
