@@ -9,7 +9,10 @@ per option) through
   plain     a single-process PyTorch loop: fp32, full-sequence logits, torch AdamW defaults;
   loop      training/sft_trainer.py's train_loop in this process (bf16 autocast, answer-position logits,
             fused AdamW), engine torch and engine deepspeed (ZeRO-2);
-  ray       the same loop on Ray Train (1 worker, DeepSpeed ZeRO-2), timed from its step log.
+  ray       the same loop on Ray Train (1 worker with every CPU), engine torch and engine deepspeed
+            (ZeRO-2), timed from its step log; "x in-process" is its tokens/s over the same engine's
+            in-process loop, and the job's start-up + model saving (the job's wall time less its
+            step log's span) is printed beside it.
   Training FLOPs per token: 6 x non-embedding params + 12 x layers x seq_len x hidden (PaLM's
   convention: forward + backward), plus the output projection at the answer position per row.
 Answer text (the quickstart's strong training: configs/quickstart.yaml's template with answer: text,
@@ -253,6 +256,16 @@ def main():
     plot(results, text, out / "train_throughput.png")
 
 
+OVERHEADS: dict[str, float] = {}  # Ray Train row -> the job's seconds outside its step loop
+
+
+def read_history_span(out: str) -> float:
+    """Seconds from the loop's start to its last step (history.jsonl's cumulative `seconds`)."""
+    from training.sft_trainer import read_history
+
+    return read_history(out)[-1]["seconds"]
+
+
 def bench_labels(args, work: Path) -> list:
     from training.sft_trainer import fit, fit_local
 
@@ -272,11 +285,16 @@ def bench_labels(args, work: Path) -> list:
 
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         try:
-            job = make_job(str(work / "ray"), args.steps, args.micro_batch, "deepspeed", args.spec)
-            fit(job, lambda s: None)
-            secs, toks = timed_history(job.out_dir, args.warmup)
-            results.append(("Ray Train, 1 worker, DeepSpeed ZeRO-2", secs, toks))
-            print(f"ray: {toks / secs:.0f} tokens/s", flush=True)
+            for engine in ("torch", "deepspeed"):
+                job = make_job(str(work / f"ray_{engine}"), args.steps, args.micro_batch, engine, args.spec)
+                job.train.cpus_per_worker = os.cpu_count()
+                summary = fit(job, lambda s: None)
+                secs, toks = timed_history(job.out_dir, args.warmup)
+                name = f"Ray Train, 1 worker, engine {engine}" + (" (ZeRO-2)" if engine == "deepspeed" else "")
+                results.append((name, secs, toks))
+                overhead = summary["seconds"] - read_history_span(job.out_dir)
+                print(f"ray {engine}: {toks / secs:.0f} tokens/s; job start-up + saving {overhead:.1f} s", flush=True)
+                OVERHEADS[name] = overhead
         finally:
             ray.shutdown()
     return results
@@ -290,12 +308,18 @@ def label_table(results, args, peak32, peak16) -> str:
     seq = results[0][2] / timed_rows
     lines = [f"Label answers: {args.spec}, CSQA rows (mean {seq:.0f} tokens), micro-batch {args.micro_batch}, "
              f"{timed} timed steps.", "",
-             "| what | tokens/s | s/step | model GFLOP/s | MFU vs bf16 peak | MFU vs fp32 peak | x plain |",
-             "|---|---|---|---|---|---|---|"]
+             "| what | tokens/s | s/step | model GFLOP/s | MFU vs bf16 peak | MFU vs fp32 peak | x plain | "
+             "x in-process (same engine) | job start-up + saving (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    speed = {name: toks / secs for name, secs, toks in results}
     for name, secs, toks in results:
         gfs = train_flops(toks, timed_rows, arch, non_embed, seq) / secs / 1e9
+        engine = "deepspeed" if "deepspeed" in name else "torch"
+        ref = speed.get(f"train_loop in-process, engine {engine}")
+        vs = f"{toks / secs / ref:.2f}" if name.startswith("Ray Train") and ref else ""
+        over = f"{OVERHEADS[name]:.1f}" if name in OVERHEADS else ""
         lines.append(f"| {name} | {toks / secs:.0f} | {secs / timed:.2f} | {gfs:.0f} | "
-                     f"{gfs / peak16:.1%} | {gfs / peak32:.1%} | {toks / secs / base:.2f} |")
+                     f"{gfs / peak16:.1%} | {gfs / peak32:.1%} | {toks / secs / base:.2f} | {vs} | {over} |")
     return "\n".join(lines)
 
 

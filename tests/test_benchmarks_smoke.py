@@ -78,7 +78,8 @@ def _check_score(text: str) -> None:
 
 def _check_train(text: str) -> None:
     for name in ("plain PyTorch loop: fp32, full logits, AdamW default", "train_loop in-process, engine torch",
-                 "train_loop in-process, engine deepspeed", "Ray Train, 1 worker, DeepSpeed ZeRO-2"):
+                 "train_loop in-process, engine deepspeed", "Ray Train, 1 worker, engine torch",
+                 "Ray Train, 1 worker, engine deepspeed (ZeRO-2)"):
         _row(text, name)
     for spec in ("tiny:llama:1", "tiny:gemma3:1"):
         ref, packed = _row(text, spec, "K sequences"), _row(text, spec, "shared prompt (packed)")
