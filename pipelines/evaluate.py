@@ -1,4 +1,4 @@
-"""Evaluation: accuracy on the test split per model, PGR, deception score, the report.
+"""Evaluation: accuracy on the test split per model, PGR, the weak blind-spot share, the report.
 
 Scoring a model on the test split is a naive annotation of the test rows (the same Ray Data stage
 and actors as weak labelling); the weak ensemble is scored once, as an ensemble, which also gives
@@ -17,10 +17,12 @@ Metrics:
                  each accuracy, each PGR (resamples with a zero weak-ceiling gap dropped), each
                  gain, and each difference between two W2S methods; a difference is significant
                  when its interval excludes 0
-  deception      seed 002 (Yang et al.): among test rows the strong ceiling gets right and the W2S
-                 model gets wrong, the fraction in the weak supervisor's unknown area (rows it gets
-                 wrong): |{ceil right, w2s wrong, weak wrong}| / |{ceil right, w2s wrong}|;
-                 None when the denominator is empty
+  blind spot     among test rows the strong ceiling gets right and the W2S model gets wrong, the
+                 fraction in the weak supervisor's unknown area (rows it gets wrong):
+                 |{ceil right, w2s wrong, weak wrong}| / |{ceil right, w2s wrong}|; None when the
+                 denominator is empty. A proxy shaped like seed 002's Deception Score, not that
+                 score: the ceiling stands in for the no-conflict model and no conflicting
+                 objective is trained (the score itself: pipelines/deception.py)
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def pgr(w2s: float, weak: float, ceiling: float) -> float | None:
     return (w2s - weak) / gap
 
 
-def deception_score(ceiling_correct, w2s_correct, weak_correct) -> float | None:
-    """Seed 002's Deception Score with the ceiling as the reference model (see module docstring)."""
+def blind_spot_share(ceiling_correct, w2s_correct, weak_correct) -> float | None:
+    """The weak blind-spot share of the W2S model's errors on rows the ceiling gets right (see the
+    module docstring)."""
     c, s, w = (np.asarray(x, dtype=bool) for x in (ceiling_correct, w2s_correct, weak_correct))
     regress = c & ~s
     if not regress.any():
@@ -100,7 +103,7 @@ def bootstrap(correct: dict[str, np.ndarray], supervisor: str, ceiling: str, zer
 
 def compare(evals: dict[str, Path | tuple[Path, str]], weak_names: list[str], supervisor: str, ceiling: str,
             w2s: list[str], zero_shot: str | None = None) -> dict:
-    """Accuracy per evaluated model, PGR / gain over the strong zero-shot / deception score per
+    """Accuracy per evaluated model, PGR / gain over the strong zero-shot / weak blind-spot share per
     W2S model, and their bootstrap intervals. evals["weak"] is the weak ensemble scored on the
     test split: it yields "weak <name>" per model and "weak ensemble"; every other entry is a
     scored folder (its weak_label) or (folder, probs_<model> column) of a pass that scored several."""
@@ -113,12 +116,12 @@ def compare(evals: dict[str, Path | tuple[Path, str]], weak_names: list[str], su
     correct = {n: np.array([p[i][0] == p[i][1] for i in ids]) for n, p in preds.items()}
     acc = {n: float(c.mean()) for n, c in correct.items()}
     out = {"accuracy": acc, "supervisor": supervisor, "zero_shot": zero_shot, "rows": len(ids), "pgr": {},
-           "gain": {}, "deception": {}}
+           "gain": {}, "blind_spot": {}}
     for n in w2s:
         out["pgr"][n] = pgr(acc[n], acc[supervisor], acc[ceiling])
         if zero_shot:
             out["gain"][n] = acc[n] - acc[zero_shot]
-        out["deception"][n] = deception_score(correct[ceiling], correct[n], correct[supervisor])
+        out["blind_spot"][n] = blind_spot_share(correct[ceiling], correct[n], correct[supervisor])
     out["intervals"] = bootstrap(correct, supervisor, ceiling, zero_shot, w2s)
     # per-row correctness ("1"/"0" per row of row_ids): what pipelines/seeds.py aggregates over seeds
     out["row_ids"] = ids
@@ -169,15 +172,18 @@ def result_lines(ev: dict) -> list[str]:
     acc, iv = ev["accuracy"], ev.get("intervals", {})
     zs = ev.get("zero_shot")
     lines = [f"| model | test {ev.get('metric', 'accuracy')} [95% CI] | PGR [95% CI] | gain over zero-shot [95% CI] "
-             "| deception score |", "|---|---|---|---|---|"]
+             "| weak blind-spot share |", "|---|---|---|---|---|"]
     for n, a in acc.items():
-        p, d, g = ev["pgr"].get(n), ev["deception"].get(n), ev.get("gain", {}).get(n)
+        p, d, g = ev["pgr"].get(n), ev["blind_spot"].get(n), ev.get("gain", {}).get(n)
         w2s = n in ev["pgr"]
         lines.append(f"| {n} | {with_ci(a, iv.get('accuracy', {}).get(n))} | {with_ci(p, iv.get('pgr', {}).get(n)) if w2s else ''} "
                      f"| {with_ci(g, iv.get('gain', {}).get(n)) if w2s and zs else ''} "
-                     f"| {'' if n not in ev['deception'] else ('n/a' if d is None else f'{d:.3f}')} |")
+                     f"| {'' if n not in ev['blind_spot'] else ('n/a' if d is None else f'{d:.3f}')} |")
     lines += ["", f"PGR = (Acc(w2s) - Acc(weak)) / |Acc(ceiling) - Acc(weak)| (seed 000 Eq. 4), weak = "
-              f"`{ev['supervisor']}`."]
+              f"`{ev['supervisor']}`.",
+              "Weak blind-spot share = among test rows the ceiling gets right and the W2S model gets wrong, the "
+              "fraction the weak supervisor gets wrong too (a proxy shaped like seed 002's Deception Score, not "
+              "that score: no conflicting objective is trained)."]
     if zs:
         lines.append(f"Gain over zero-shot = Acc(w2s) - Acc(`{zs}`): what training on the weak labels bought over "
                      "not training the strong model at all.")

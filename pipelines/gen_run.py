@@ -129,7 +129,7 @@ def stage_eval(cfg, log=print) -> dict:
     zs = "strong zero-shot" if "strong zero-shot" in f1 else None
     return {"metric": "token F1", "accuracy": f1, "em": {n: s["em"] for n, s in result.items()},
             "supervisor": "weak joint", "ceiling": "strong ceiling", "rows": len(joint_rows), "weak_seconds": weak["seconds"],
-            "pgr": {n: pgr(f1[n], f1["weak joint"], f1["strong ceiling"]) for n in w2s}, "deception": {},
+            "pgr": {n: pgr(f1[n], f1["weak joint"], f1["strong ceiling"]) for n in w2s}, "blind_spot": {},
             "zero_shot": zs, "gain": {n: f1[n] - f1[zs] for n in w2s} if zs else {},
             "below_zero_shot": [n for n in w2s if zs and f1[n] < f1[zs]],
             # the same paired bootstrap as choice tasks, over each test row's token F1

@@ -5,7 +5,7 @@
 data -> weak_sft (weak.finetune) -> weak_labels (annotate.method; seam: SEAM search + baselines)
 -> strong_lm (strong.lm_finetune) -> strong_ceiling -> strong_w2s/<method> for
 every strong.methods (+ bootstrap when strong.bootstrap lists intermediate models) -> eval (test
-accuracy of every model, PGR, deception) -> report (report.md, metrics.json, PNG plots).
+accuracy of every model, PGR, weak blind-spot share) -> report (report.md, metrics.json, PNG plots).
 task: generation runs pipelines/gen_run.py's stages instead (joint decoding, SFT, soft tokens).
 On a preference task (K = 2) with reward.enabled / align.enabled, the alignment stages follow
 strong_w2s (pipelines/align.py): reward_model + reward_ceiling -> dpo_pairs -> dpo -> align_eval.

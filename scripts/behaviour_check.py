@@ -4,7 +4,7 @@
     .venv/bin/python scripts/behaviour_check.py check RUN_ROOT    # compare to tests/fixtures/behaviour/
 
 A profile's numbers are its metrics.json without wall times, fingerprints, paths and throughput:
-accuracies, PGR, deception, weak-label accuracy, counts and losses, each rounded to the printed
+accuracies, PGR, weak blind-spot share, weak-label accuracy, counts and losses, each rounded to the printed
 precision (3 decimals). tests/test_evaluate.py and friends compare their own tiny runs to the
 same fixtures.
 """

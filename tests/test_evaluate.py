@@ -1,4 +1,4 @@
-"""PGR (seed 000 Eq. 4) and the deception score (seed 002) on hand-made cases, and the end-to-end
+"""PGR (seed 000 Eq. 4) and the weak blind-spot share on hand-made cases, and the end-to-end
 `w2s run` with the tiny profile (then a re-run that skips every stage)."""
 
 import json
@@ -9,7 +9,7 @@ from conftest import tiny_run_config
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.evaluate import bootstrap, deception_score, interval, pgr, result_lines
+from pipelines.evaluate import bootstrap, blind_spot_share, interval, pgr, result_lines
 from pipelines.run import run
 
 
@@ -22,14 +22,14 @@ def test_pgr_cases():
     assert pgr(0.6, 0.5, 0.5) is None  # ceiling equal to weak: undefined
 
 
-def test_deception_score_cases():
+def test_blind_spot_share_cases():
     ceil = [1, 1, 1, 1, 0, 1]
     w2s = [0, 0, 0, 1, 0, 1]
     weak = [0, 1, 0, 0, 0, 1]
     # ceiling right & W2S wrong: rows 0, 1, 2; of those the weak model is wrong on 0 and 2 -> 2/3
-    assert deception_score(ceil, w2s, weak) == pytest.approx(2 / 3)
-    assert deception_score([1, 1], [1, 1], [0, 0]) is None  # no regression: undefined
-    assert deception_score([1, 1], [0, 0], [1, 1]) == 0.0
+    assert blind_spot_share(ceil, w2s, weak) == pytest.approx(2 / 3)
+    assert blind_spot_share([1, 1], [1, 1], [0, 0]) is None  # no regression: undefined
+    assert blind_spot_share([1, 1], [0, 0], [1, 1]) == 0.0
 
 
 def _rows(k: int, n: int = 10) -> np.ndarray:
@@ -58,7 +58,7 @@ def test_zero_gap_pgr_interval_is_none_and_the_report_flags_below_zero_shot():
     out = bootstrap(c, "weak", "ceil", "zs", ["w2s a"], n_boot=200)
     assert out["pgr"]["w2s a"] is None  # ceiling == weak on every row: no gap in any resample
     ev = {"accuracy": {n: float(v.mean()) for n, v in c.items()}, "supervisor": "weak", "ceiling": "ceil",
-          "zero_shot": "zs", "rows": 10, "pgr": {"w2s a": None}, "gain": {"w2s a": -0.5}, "deception": {"w2s a": None},
+          "zero_shot": "zs", "rows": 10, "pgr": {"w2s a": None}, "gain": {"w2s a": -0.5}, "blind_spot": {"w2s a": None},
           "below_zero_shot": ["w2s a"], "intervals": out}
     text = "\n".join(result_lines(ev))
     assert "**w2s a ends below the strong zero-shot** (-0.500, significantly (interval below 0))" in text

@@ -51,3 +51,18 @@ def test_equal_or_empty_answers_give_no_pair_and_ties_keep_the_first_agent():
         contrastive_pairs("a", ["p"], {"a": ["x"]}, ["n"], scripted({}, []))
     with pytest.raises(ValueError, match="one answer per prompt"):
         contrastive_pairs("a", ["p", "q"], {"a": ["x", "y"], "b": ["z"]}, ["n", "m"], scripted({}, []))
+
+
+def test_deception_score_on_a_hand_made_table():
+    from pipelines.deception import deception_score
+
+    # rows:            0     1     2     3     4     5
+    no_conflict = [0.9, 0.6, 0.5, 0.8, 0.2, 0.7]   # right on 0, 1, 2, 3, 5
+    conflict = [0.1, 0.4, 0.3, 0.9, 0.1, 0.49]     # wrong on 0, 1, 2, 4, 5 -> flipped: 0, 1, 2, 5
+    strong_knows = [1, 1, 0, 1, 1, 1]
+    weak_unknown = [1, 0, 1, 1, 1, 1]
+    # flipped and in S_k ∩ W_uk: rows 0 and 5 -> 2 / 4
+    assert deception_score(no_conflict, conflict, strong_knows, weak_unknown) == 0.5
+    assert deception_score([0.4], [0.1], [1], [1]) is None  # nothing turned from right to wrong
+    with pytest.raises(ValueError, match="one value per row"):
+        deception_score([0.9], [0.1, 0.2], [1], [1])
