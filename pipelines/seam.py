@@ -214,6 +214,12 @@ class SeamConfig:
     # file order, and average the weights over principle_orders such orders (rotations of it)
     shuffle_principles: bool = False
     principle_orders: int = 1
+    # Consultancy / Debate baselines (pipelines/debate.py; Michael et al. 2023): [] = off, they
+    # cost one strong generation per row (consultancy) and 2 x debate_turns (debate)
+    protocols: list[str] = field(default_factory=list)
+    debate_turns: int = 2  # rounds; each round one speech per debater
+    argument_max_new_tokens: int = 64
+    argument_stop: list[str] = field(default_factory=lambda: ["\n\n", "\nDebater", "\nQuestion:"])
 
     def __post_init__(self):
         if not self.principles_path:
@@ -236,6 +242,17 @@ class SeamConfig:
         if self.principle_orders > 1 and not self.shuffle_principles:
             raise ValueError("principle_orders: > 1 needs seam.shuffle_principles: true "
                              "(file order asked again gives the same answer)")
+        from pipelines.debate import PROTOCOLS
+
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols: each of {PROTOCOLS} at most once, got {self.protocols!r}")
+        if self.debate_turns < 1:
+            raise ValueError("debate_turns: must be >= 1")
+        if self.argument_max_new_tokens < 1:
+            raise ValueError("argument_max_new_tokens: must be >= 1")
+        if not all(isinstance(x, str) and x for x in self.argument_stop):
+            raise ValueError("argument_stop: must hold non-empty strings")
         need = {"response_line": ("label", "response"), "weights_template": ("prompt", "candidates"),
                 "candidate_line": ("label", "name"), "demo_template": ("question", "responses", "thought"),
                 "thought_template": ("prompt", "responses", "principles"),

@@ -120,9 +120,50 @@ SCHEMA = pa.schema([
     ("naive_probs", _F), ("naive_label", pa.int64()), ("naive_entropy", pa.float64()), ("strong_probs", _F),
     ("self_reward_label", pa.int64()), ("ws_ensemble_probs", _F), ("ws_ensemble_label", pa.int64()),
     ("wsc_keep", pa.bool_()), ("auxconf_label", pa.int64()), ("auxconf_corrected", pa.bool_()),
+    # Consultancy / Debate (seam.protocols; null when off)
+    ("consultancy_side", pa.int64()), ("consultancy_argument", pa.string()), ("consultancy_probs", _F),
+    ("consultancy_label", pa.int64()), ("debate_transcript", pa.string()), ("debate_probs", _F),
+    ("debate_label", pa.int64()),
     # search stats of the batch the row was in
     ("batch_id", pa.string()), ("batch_stats", pa.string()),
 ])
+
+
+def run_protocols(rows: list[dict], strong, weak, cfg: seam.SeamConfig, principles: seam.PrincipleSet,
+                  template: TemplateConfig, seed: int = 0) -> list[dict]:
+    """The Consultancy and Debate columns of a batch (pipelines/debate.py): the strong speeches, one
+    batched generate call each, then one batched weak decision per protocol."""
+    import ray
+
+    from pipelines import debate
+
+    out: list[dict] = [{} for _ in rows]
+    if not cfg.protocols:
+        return out
+    pairs = [(n, principles.description(n)) for n in principles.names]
+
+    def generate(texts: list[str]) -> list[str]:
+        got = ray.get(strong.generate.remote(texts, 1, cfg.argument_max_new_tokens, 0.0, seed, template.chat,
+                                             stop=list(cfg.argument_stop)))
+        return [seam.clean_thought(g[0][0], cfg.argument_stop) for g in got]
+
+    def decide(knowledge: list[str]) -> list[list[float]]:
+        rendered = [render(seam.with_knowledge(r["prompt"], k, cfg), r["options"], range(len(r["options"])), template)
+                    for r, k in zip(rows, knowledge)]
+        probs = ray.get(weak.score_options.remote([t for t, _ in rendered], [lb for _, lb in rendered],
+                                                  template.chat, template.answer))
+        return [np.asarray(p, dtype=np.float64).tolist() for p in probs]
+
+    if "consultancy" in cfg.protocols:
+        res = debate.consult(rows, generate, pairs)
+        for o, x, p in zip(out, res, decide([x["knowledge"] for x in res])):
+            o.update(consultancy_side=x["side"], consultancy_argument=x["argument"], consultancy_probs=p,
+                     consultancy_label=debate.verdict(p))
+    if "debate" in cfg.protocols:
+        res = debate.debate(rows, generate, pairs, cfg.debate_turns)
+        for o, x, p in zip(out, res, decide([x["knowledge"] for x in res])):
+            o.update(debate_transcript=json.dumps(x["speeches"]), debate_probs=p, debate_label=debate.verdict(p))
+    return out
 
 
 def make_expand_fn(strong, weak, cfg: seam.SeamConfig, template: TemplateConfig, seed: int = 0):
@@ -166,6 +207,7 @@ def seam_batch(batch: pa.Table, *, actors: dict, cfg: seam.SeamConfig, principle
     ens_label, ens_p = seam.ws_ensemble(s, w)
     _, wsc_keep = seam.wsc_filter(s, w)
     aux_label, aux_corr = seam.auxconf_correction(s, w, stage.auxconf_threshold)
+    protocols = run_protocols(rows, strong, weak, cfg, principles, template, stage.thought_seed)
     st = res.stats
     stats = dict(st, rows=len(rows), seconds=round(time.time() - t0, 3),
                  strong_calls=1 + sum(v for k, v in st["calls_by_kind"].items() if k != "decide"),
@@ -183,7 +225,7 @@ def seam_batch(batch: pa.Table, *, actors: dict, cfg: seam.SeamConfig, principle
             "strong_probs": s[i].tolist(), "self_reward_label": int(self_reward[i]),
             "ws_ensemble_probs": ens_p[i].tolist(), "ws_ensemble_label": int(ens_label[i]),
             "wsc_keep": bool(wsc_keep[i]), "auxconf_label": int(aux_label[i]), "auxconf_corrected": bool(aux_corr[i]),
-            "batch_id": batch_id, "batch_stats": stats_json})
+            **protocols[i], "batch_id": batch_id, "batch_stats": stats_json})
     return pa.Table.from_pylist(out, schema=SCHEMA)
 
 
@@ -245,18 +287,25 @@ def table2(t: pa.Table) -> dict:
                "self_reward": ("self_reward_label", None), "ws_ensemble": ("ws_ensemble_label", None),
                "auxconf": ("auxconf_label", None), "wsc_filter": ("naive_label", "wsc_keep"),
                "seam_no_filter": ("weak_label", None), "seam": ("weak_label", "kept")}
+    for m in ("consultancy", "debate"):  # seam.protocols: the columns are null when off
+        if f"{m}_label" in t.column_names and t[f"{m}_label"].null_count < t.num_rows:
+            col[f"{m}_label"] = np.array(t[f"{m}_label"].to_pylist())
+            methods[m] = (f"{m}_label", None)
     return {m: {"accuracy": _acc(col[p], y, None if k is None else col[k]),
                 "rows": int(len(y) if k is None else col[k].sum())} for m, (p, k) in methods.items()}
 
 
 TABLE2_NAMES = {"naive": "Naive W2S", "uncertain_filter": "Uncertain Filter [†]", "self_reward": "Self-Reward",
                 "ws_ensemble": "WS-Ensemble", "auxconf": "AuxConf", "wsc_filter": "WSC Filter",
-                "seam_no_filter": "SEAM w/o Filter", "seam": "SEAM [†]"}
+                "consultancy": "Consultancy", "debate": "Debate", "seam_no_filter": "SEAM w/o Filter",
+                "seam": "SEAM [†]"}
 
 
 def table2_markdown(acc: dict, column: str = "weak-label accuracy") -> str:
     lines = [f"| method | {column} | rows labelled |", "|---|---|---|"]
     for m, name in TABLE2_NAMES.items():
+        if m not in acc:  # Consultancy / Debate when seam.protocols left them off
+            continue
         a = acc[m]["accuracy"]
         lines.append(f"| {name} | {'n/a' if a is None else f'{100 * a:.1f}'} | {acc[m]['rows']} |")
     return "\n".join(lines)
