@@ -103,6 +103,21 @@ def test_cdpo_through_trl_equals_eq12(hand, tmp_path, eps):
         assert abs(expected - cdpo_loss(lp["pc"], lp["pr"], lp["rc"], lp["rr"], beta, 0.0).item()) > 1e-3
 
 
+def test_sft_term_adds_the_chosen_tokens_mean_nll(hand, tmp_path):
+    """sft_weight w: TRL's loss = Eq. 12 + w x (-mean log-prob of the chosen completions' tokens)."""
+    data, lp = hand
+    _, tok = load_model(POLICY)
+    n_chosen = sum(len(tok(c + tok.eos_token, add_special_tokens=False)["input_ids"]) for c in HAND["chosen"])
+    w = 0.2
+    args = {k: v for k, v in trl_loss_args(1.0, 0.1, w).items() if k != "beta"}
+    loss, _ = _trl_loss(data, tmp_path, 1.0, 0.1, **args)
+    eq12 = cdpo_loss(lp["pc"], lp["pr"], lp["rc"], lp["rr"], 1.0, 0.1).item()
+    assert loss == pytest.approx(eq12 + w * -(lp["pc"].sum().item() / n_chosen), abs=1e-4)
+    assert trl_loss_args(0.1, 0.0, w)["loss_type"] == ["sigmoid", "sft"]
+    with pytest.raises(ValueError, match="sft_weight"):
+        trl_loss_args(0.1, 0.0, -1.0)
+
+
 def test_plain_sigmoid_ignores_label_smoothing(hand, tmp_path):
     """The TRL 1.16 pitfall this module works around: loss_type='sigmoid' + label_smoothing=0.1 is
     plain DPO, not Eq. 12."""

@@ -21,6 +21,7 @@ class DPOConfig(OptimConfig):
     max_length: int = 1024  # prompt + completion tokens (TRL truncates the end)
     beta: float = 0.1  # KL strength (Eq. 9)
     epsilon: float = 0.0  # cDPO label-flip probability (Eq. 12), in [0, 0.5); 0: plain DPO
+    sft_weight: float = 0.0  # weight of an added NLL term on the chosen completion (MACPO: 0.2); 0: none
     gradient_checkpointing: bool = False
     chat: bool = False  # wrap prompt / completions in the tokenizer's chat template
 
@@ -29,4 +30,5 @@ class DPOConfig(OptimConfig):
         check([
             (self.beta > 0, "beta", "must be > 0"),
             (0 <= self.epsilon < 0.5, "epsilon", "must be in [0, 0.5)"),
+            (self.sft_weight >= 0, "sft_weight", "must be >= 0"),
         ])

@@ -16,7 +16,8 @@ TRL losses, with ls = log sigma:
         = -(1 - eps) ls(h) - eps ls(-h)  = Eq. 12
 
 i.e. loss_type=["sigmoid", "robust"], loss_weights=[2 - 2 eps, -(1 - 2 eps)], label_smoothing=eps
-(`trl_loss_args`); eps = 0 uses plain "sigmoid". tests/test_dpo.py checks TRL's loss against the
+(`trl_loss_args`); eps = 0 uses plain "sigmoid". `sft_weight` w > 0 adds w x TRL's "sft" loss
+(-mean log f(chosen tokens)), the SFT term of MACPO's DPO. tests/test_dpo.py checks TRL's loss against the
 formula on a hand-made batch.
 
 Reference log-probabilities are computed once, before training, by TRL (`precompute_ref_log_probs`):
@@ -118,14 +119,23 @@ class DPOJob:
 # ----------------------------------------------------------------------------- loss configuration
 
 
-def trl_loss_args(beta: float, epsilon: float) -> dict:
-    """DPOConfig arguments for DPO (eps = 0) or cDPO (seed 003 Eq. 12); see the module docstring."""
+def trl_loss_args(beta: float, epsilon: float, sft_weight: float = 0.0) -> dict:
+    """DPOConfig arguments for DPO (eps = 0) or cDPO (seed 003 Eq. 12); see the module docstring.
+    sft_weight > 0 adds TRL's "sft" term, the mean NLL of the chosen completion's tokens, with that
+    weight (MACPO's reference scripts: 0.2)."""
     if not 0 <= epsilon < 0.5:
         raise ValueError("epsilon: must be in [0, 0.5)")
+    if sft_weight < 0:
+        raise ValueError("sft_weight: must be >= 0")
     if epsilon == 0:
-        return {"beta": beta, "loss_type": ["sigmoid"], "loss_weights": None, "label_smoothing": 0.0}
-    return {"beta": beta, "loss_type": ["sigmoid", "robust"],
-            "loss_weights": [2 - 2 * epsilon, -(1 - 2 * epsilon)], "label_smoothing": epsilon}
+        out = {"beta": beta, "loss_type": ["sigmoid"], "loss_weights": None, "label_smoothing": 0.0}
+    else:
+        out = {"beta": beta, "loss_type": ["sigmoid", "robust"],
+               "loss_weights": [2 - 2 * epsilon, -(1 - 2 * epsilon)], "label_smoothing": epsilon}
+    if sft_weight:
+        out["loss_weights"] = (out["loss_weights"] or [1.0]) + [sft_weight]
+        out["loss_type"] = out["loss_type"] + ["sft"]
+    return out
 
 
 # ----------------------------------------------------------------------------- data
@@ -242,7 +252,7 @@ def dpo_config(job: DPOJob, output_dir: str, on_gpu: bool | None = None, **overr
         save_steps=c.checkpoint_every or 500, save_total_limit=1, report_to="none", disable_tqdm=True,
         dataloader_num_workers=0, precompute_ref_log_probs=True, precompute_ref_batch_size=c.micro_batch,
         deepspeed=deepspeed_config(c) if c.engine == "deepspeed" else None,
-        **trl_loss_args(c.beta, c.epsilon),
+        **trl_loss_args(c.beta, c.epsilon, c.sft_weight),
     )
     kwargs.update(overrides)
     return TRLDPOConfig(**kwargs)
