@@ -30,6 +30,7 @@ from pipelines.joint_annotate import JointConfig
 from actors.prompts import TemplateConfig
 from pipelines.seam import SeamConfig
 from pipelines.seam_annotate import SeamStageConfig
+from pipelines.macpo import MacpoConfig
 from pipelines.search import SearchConfig
 from pipelines import methods
 from pipelines.roles import RewardConfig, StrongConfig, WeakConfig
@@ -44,9 +45,10 @@ class RunConfig:
       seam        w2s with SEAM's search as the labeller (+ seam, seam_stage)
       align       w2s + the W2S reward model, DPO of a policy, win / tie / lose (+ reward, policy, align)
       search      weak-to-strong search: CBS / Best-of-N / sampling of a frozen strong model (+ search)
+      macpo       MACPO: weak teachers and the strong student improve each other by contrastive DPO (+ macpo)
       generation  joint decoding, SFT / soft tokens, token F1 (gen_data, joint)
     `recipe:` names it; without one it is read from the sections given (task: generation or a
-    gen_data / joint section -> generation; a search section -> search; annotate.method: seam or a seam section
+    gen_data / joint section -> generation; a search section -> search; a macpo section -> macpo; annotate.method: seam or a seam section
     -> seam; a reward / policy / align section -> align; else w2s). A section of another recipe is an unknown field."""
     weak: WeakConfig
     run_dir: str = "runs/default"
@@ -247,6 +249,39 @@ class SearchRecipe(W2SRecipe):
 
 
 @dataclass
+class MacpoRecipe(W2SRecipe):
+    """MACPO (pipelines/macpo.py): weak teachers (weak.models, >= 2) and the strong student, each a
+    positive and a negative agent, improve each other by contrastive DPO; judged by strong_ceiling."""
+    macpo: MacpoConfig = field(default_factory=MacpoConfig)
+    strong: StrongConfig = field(default_factory=lambda: StrongConfig(methods=[]))
+
+    NAME = "macpo"
+
+    def __post_init__(self):
+        if self.strong.methods or self.strong.bootstrap or self.strong.lm_finetune.enabled:
+            raise ValueError("strong.methods: the macpo recipe trains its own agents; set strong.methods: [] "
+                             "(and leave strong.bootstrap / strong.lm_finetune off)")
+        super().__post_init__()
+        if len(self.weak.models) < 2:
+            raise ValueError("weak.models: MACPO needs at least 2 weak teachers")
+        if self.weak.finetune:
+            raise ValueError("weak.finetune: the macpo recipe initialises its teachers itself (macpo.sft)")
+        if self.seeds:
+            raise ValueError("seeds: not available on the macpo recipe")
+
+    def stages(self) -> list:
+        from pipelines import macpo
+
+        return [("data", stage_data), ("strong_ceiling", stage_ceiling), ("macpo_init", macpo.stage_init),
+                ("macpo_iter", macpo.stage_iterations), ("macpo_eval", macpo.stage_eval)]
+
+    def plans(self) -> list[dict]:
+        n = len(self.weak.models)
+        return [{"strong": 1}, {"policy": n, "weak": n}, {"policy": n + 1, "weak": n + 1},
+                {"policy": self.macpo.iterations + 2, "reward": 1}]
+
+
+@dataclass
 class GenerationRecipe(RunConfig):
     """Generation W2S: prompt + reference rows (gen_data), joint decoding as the weak labels
     (joint), the strong model learns the target texts, token F1 (pipelines/gen_run.py)."""
@@ -276,7 +311,7 @@ class GenerationRecipe(RunConfig):
 
 
 RECIPES: dict[str, type[RunConfig]] = {r.NAME: r for r in (W2SRecipe, SeamRecipe, AlignRecipe, SearchRecipe,
-                                                           GenerationRecipe)}
+                                                           MacpoRecipe, GenerationRecipe)}
 
 
 def _infer_recipe(data: dict) -> str:
@@ -284,6 +319,8 @@ def _infer_recipe(data: dict) -> str:
         return "generation"
     if "search" in data:
         return "search"
+    if "macpo" in data:
+        return "macpo"
     if (data.get("annotate") or {}).get("method") == "seam" or {"seam", "seam_stage"} & set(data):
         return "seam"
     if {"reward", "policy", "align"} & set(data):
@@ -444,7 +481,7 @@ def gpus_needed(cfg: RunConfig) -> int:
 
 
 # the stages whose result is a section of metrics.json of its own (not under "stages")
-RESULTS = {"eval": "evaluation", "align_eval": "alignment", "search": "search"}
+RESULTS = {"eval": "evaluation", "align_eval": "alignment", "search": "search", "macpo_eval": "macpo"}
 
 
 def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
@@ -493,10 +530,11 @@ def run(cfg: RunConfig, log=print, until: str | None = None) -> dict:
         report = write_report(cfg.root, metrics, report_sections(cfg))
         log(results_table(metrics))
         log(f"run: report in {report}")
-    elif "search" in metrics:
-        from pipelines.search import write_report as search_report
+    elif "search" in metrics or "macpo" in metrics:
+        from pipelines import macpo, search
 
-        log(f"run: report in {search_report(cfg.root, metrics)}")
+        writer = search.write_report if "search" in metrics else macpo.write_report
+        log(f"run: report in {writer(cfg.root, metrics)}")
     log(f"run: done in {metrics['seconds']:.1f} s; metrics in {path}")
     return metrics
 

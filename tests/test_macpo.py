@@ -2,6 +2,7 @@
 agents by the learner's lowest perplexity, rejected from the learner's own negative agent."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,81 @@ def test_deception_score_on_a_hand_made_table():
     assert deception_score([0.4], [0.1], [1], [1]) is None  # nothing turned from right to wrong
     with pytest.raises(ValueError, match="one value per row"):
         deception_score([0.9], [0.1, 0.2], [1], [1])
+
+
+def test_sequence_aux_conf_loss_by_hand():
+    import torch
+
+    from pipelines.macpo import sequence_aux_conf_loss
+
+    # one row, 2 target positions over a vocabulary of 3; the weak answer's tokens are [2, 1]
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]]])
+    batch = {"input_ids": torch.tensor([[5, 2, 1]]), "cont_mask": torch.tensor([[True, True]])}
+    logp = logits.log_softmax(-1)[0]
+    ce_weak = -(logp[0, 2] + logp[1, 1]) / 2
+    ce_own = -(logp[0, 0] + logp[1, 2]) / 2  # the model's own argmax: [0, 2]
+
+    class Ctx:
+        gamma = 0.25
+
+    loss, extra = sequence_aux_conf_loss(logits, batch, Ctx())
+    assert loss.item() == pytest.approx((0.75 * ce_weak + 0.25 * ce_own).item(), abs=1e-6)
+    assert extra == {"gamma": 0.25}
+
+
+def test_sft_examples_take_the_good_or_bad_solution_or_every_answer():
+    from pipelines.macpo import _examples
+
+    rows = [{"id": "a", "prompt": "Goal: g", "options": ["s0", "s1"], "label": 1}]
+    good = _examples(rows, None, "{prompt}\nSolution:", "good")
+    bad = _examples(rows, None, "{prompt}\nSolution:", "bad")
+    assert [(e["text"], e["response"]) for e in good] == [("Goal: g\nSolution:", " s1")]
+    assert [e["response"] for e in bad] == [" s0"]
+    both = _examples(rows, {"t1": ["x"], "t2": [" y "]}, "{prompt}", "")
+    assert [e["response"] for e in both] == [" x", " y"] and len({e["id"] for e in both}) == 2
+
+
+@pytest.fixture(scope="module")
+def macpo_run(ray_cluster, tmp_path_factory):
+    from conftest import tiny_run_config
+    from pipelines.run import run
+
+    cfg = tiny_run_config(tmp_path_factory.mktemp("macpo") / "run", "tiny_macpo")
+    logs: list[str] = []
+    return cfg, run(cfg, logs.append), logs
+
+
+def test_macpo_run_initialises_iterates_and_judges(macpo_run):
+    import json
+
+    import pyarrow.parquet as pq
+
+    cfg, metrics, logs = macpo_run
+    root = cfg.root / "macpo"
+    init = json.loads((root / "init" / "models.json").read_text())
+    assert set(init) == {"teacher_a_pos", "teacher_a_neg", "teacher_b_pos", "teacher_b_neg", "student_pos",
+                         "student_neg", "conf_loss"}
+    assert all(Path(p, "config.json").is_file() for p in init.values())
+    for k in (1, 2):
+        rows = pq.read_table(root / f"iter_{k}" / "answers" / "_shards").to_pylist()
+        assert len(rows) == 6
+        for r in rows:
+            answers, pairs = json.loads(r["answers"]), json.loads(r["pairs"])
+            for learner, p in pairs.items():
+                if p is None:
+                    continue
+                # chosen from another learner's positive agent; rejected = the learner's own negative
+                assert p["chosen_from"] != learner
+                assert p["chosen"] == " " + answers[f"{p['chosen_from']}_pos"]
+                assert p["rejected"] == " " + answers[f"{learner}_neg"]
+    it = metrics["stages"]["macpo_iter"]["iterations"]
+    models2 = json.loads((root / "iter_2" / "models.json").read_text())
+    for learner in ("teacher_a", "teacher_b", "student"):
+        if it[2][learner]["pairs"]:
+            assert models2[f"{learner}_pos"].endswith(f"iter_2/{learner}/model")
+    res = metrics["macpo"]
+    assert set(res["matches"]) == {"macpo_iter1 vs naive_sft", "macpo_iter1 vs conf_loss",
+                                   "macpo_iter2 vs naive_sft", "macpo_iter2 vs conf_loss"}
+    for v in res["matches"].values():
+        assert v["win"] + v["tie"] + v["lose"] == v["n"] == 4
+    assert "MACPO" in (cfg.root / "report.md").read_text() and (cfg.root / "macpo.png").is_file()
