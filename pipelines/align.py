@@ -98,6 +98,41 @@ def win_tie_lose(p_new: list[float], margin: float) -> dict:
             "win_rate": win / n if n else None, "lose_rate": lose / n if n else None}
 
 
+def match_summary(p: list[float], margin: float, n_boot: int = 2000, seed: int = 0) -> dict:
+    """win / tie / lose of a over b by the judge (P(a preferred) per prompt, win_tie_lose's rule),
+    with 95% percentile bootstrap intervals over prompts for the win rate, lose rate and win - lose."""
+    x = np.asarray(p, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    wins, loses = (x[idx] > 0.5 + margin).mean(1), (x[idx] < 0.5 - margin).mean(1)
+    return {**win_tie_lose(x.tolist(), margin), "mean_p": float(x.mean()), "win_rate_ci": interval(wins),
+            "lose_rate_ci": interval(loses), "win_minus_lose_ci": interval(wins - loses)}
+
+
+def match_lines(matches: dict[str, dict]) -> list[str]:
+    """The report table of `match_summary` results, one row per match (named by its key)."""
+    lines = ["| match | win | tie | lose | win rate [95% CI] | win - lose [95% CI] |", "|---|---|---|---|---|---|"]
+    for k, v in matches.items():
+        (wl, wh), (dl, dh) = v["win_rate_ci"], v["win_minus_lose_ci"]
+        verdict = "" if dl > 0 or dh < 0 else " (within noise)"
+        lines.append(f"| {k} | {v['win']} | {v['tie']} | {v['lose']} | {v['win_rate']:.3f} [{wl:.3f}, {wh:.3f}] | "
+                     f"{v['win_rate'] - v['lose_rate']:+.3f} [{dl:+.3f}, {dh:+.3f}]{verdict} |")
+    return lines
+
+
+def check_judged_answers(cfg) -> None:
+    """The fields every stage that answers prompts and has them judged shares (search.*, macpo.*):
+    prompt_format, stop strings, tie_margin, batch_rows, max_in_flight."""
+    if "{prompt}" not in cfg.prompt_format:
+        raise ValueError("prompt_format: must contain {prompt}")
+    if not isinstance(cfg.stop, list) or not all(isinstance(x, str) and x for x in cfg.stop):
+        raise ValueError(f"stop: must be a list of non-empty strings, got {cfg.stop!r}")
+    if not 0 <= cfg.tie_margin < 0.5:
+        raise ValueError("tie_margin: must be in [0, 0.5)")
+    for name in ("batch_rows", "max_in_flight"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}: must be >= 1")
+
+
 def align_intervals(rm_correct: dict[str, np.ndarray], p_dpo: list[float], margin: float,
                     n_boot: int = 2000, seed: int = 0) -> dict:
     """95% percentile bootstrap intervals over the test rows: each reward model's pairwise accuracy

@@ -225,12 +225,17 @@ def write_report(root: Path, metrics: dict, sections=()) -> Path:
         lines += section(root, metrics)
     if "alignment" in metrics:
         lines += alignment_lines(root, metrics)
-    lines += ["| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v.get('seconds', 0):.1f} |" for k, v in metrics["stages"].items()]
-    lines += [f"| total | {metrics['seconds']:.1f} |"]
+    lines += stage_lines(metrics)
     path = root / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def stage_lines(metrics: dict) -> list[str]:
+    """The report's table of stage wall times and the run's total."""
+    return (["| stage | seconds |", "|---|---|"]
+            + [f"| {k} | {v.get('seconds', 0):.1f} |" for k, v in metrics["stages"].items()]
+            + [f"| total | {metrics['seconds']:.1f} |"])
 
 
 def plot_win_tie_lose(judge: dict, path: Path) -> None:

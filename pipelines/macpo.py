@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipelines.align import check_judged_answers, match_lines, match_summary
+from pipelines.joint_annotate import render
 from pipelines.runner import Role, StreamStage, read_complete, run_stage
 from training.dpo_config import DPOConfig
 from training.sft_config import TrainConfig
@@ -119,19 +121,7 @@ class MacpoConfig:
             raise ValueError(f"iterations: must be >= 1, got {self.iterations}")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens: must be >= 1")
-        if "{prompt}" not in self.prompt_format:
-            raise ValueError("prompt_format: must contain {prompt}")
-        if not isinstance(self.stop, list) or not all(isinstance(x, str) and x for x in self.stop):
-            raise ValueError(f"stop: must be a list of non-empty strings, got {self.stop!r}")
-        if not 0 <= self.tie_margin < 0.5:
-            raise ValueError("tie_margin: must be in [0, 0.5)")
-        for name in ("batch_rows", "max_in_flight"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1")
-
-
-def render(fmt: str, prompt: str) -> str:
-    return fmt.replace("{prompt}", prompt)  # not str.format: prompts may hold braces
+        check_judged_answers(self)
 
 
 def sequence_aux_conf_loss(logits, batch: dict, ctx):
@@ -340,18 +330,6 @@ def judge_batch(batch: pa.Table, *, actors: dict, names: list, fmt: str, max_new
                                  for i, (r, pr) in enumerate(zip(rows, prompts))], schema=pa.schema(JUDGE_SCHEMA_FIELDS))
 
 
-def match_summary(p: list[float], margin: float, n_boot: int = 2000, seed: int = 0) -> dict:
-    """win / tie / lose of a over b by the judge, with 95% bootstrap intervals over prompts."""
-    from pipelines.align import win_tie_lose
-    from pipelines.evaluate import interval
-
-    x = np.asarray(p, dtype=np.float64)
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
-    wins, loses = (x[idx] > 0.5 + margin).mean(1), (x[idx] < 0.5 - margin).mean(1)
-    return {**win_tie_lose(x.tolist(), margin), "mean_p": float(x.mean()), "win_rate_ci": interval(wins),
-            "lose_rate_ci": interval(loses), "win_minus_lose_ci": interval(wins - loses)}
-
-
 def stage_eval(cfg, log=print) -> dict:
     """The student after each iteration against naive SFT and the confidence-loss baseline, judged
     by strong_ceiling (one stage: the compared models and the judge side by side)."""
@@ -398,12 +376,7 @@ def report_lines(result: dict) -> list[str]:
              "teachers' answers and against the confidence-loss baseline, on "
              f"{result['prompts']} test prompts; the judge is the strong model trained on ground truth "
              "(strong_ceiling); 95% bootstrap intervals over prompts.", "",
-             "| match | win | tie | lose | win rate [95% CI] | win - lose [95% CI] |", "|---|---|---|---|---|---|"]
-    for k, v in result["matches"].items():
-        (wl, wh), (dl, dh) = v["win_rate_ci"], v["win_minus_lose_ci"]
-        verdict = "" if dl > 0 or dh < 0 else " (within noise)"
-        lines.append(f"| {k} | {v['win']} | {v['tie']} | {v['lose']} | {v['win_rate']:.3f} [{wl:.3f}, {wh:.3f}] | "
-                     f"{v['win_rate'] - v['lose_rate']:+.3f} [{dl:+.3f}, {dh:+.3f}]{verdict} |")
+             ] + match_lines(result["matches"])
     cell = lambda t: (t or "").replace("|", "/").replace("\n", " ")[:100]  # noqa: E731
     names = list(result["models"])
     lines += ["", "Answers side by side:", "", "| prompt | " + " | ".join(names) + " |",
@@ -416,6 +389,8 @@ def report_lines(result: dict) -> list[str]:
 def write_report(root: Path, metrics: dict) -> Path:
     """report.md of a MACPO run, with a win / tie / lose plot per match."""
     import matplotlib
+
+    from pipelines.evaluate import stage_lines
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -435,9 +410,7 @@ def write_report(root: Path, metrics: dict) -> Path:
     fig.savefig(Path(root) / "macpo.png", dpi=120)
     plt.close(fig)
     lines = [f"# w2s MACPO report: {root}", "", f"Task: {metrics['data']['source']}.", ""] + report_lines(result)
-    lines += ["![macpo](macpo.png)", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v.get('seconds', 0):.1f} |" for k, v in metrics["stages"].items()]
-    lines += [f"| total | {metrics['seconds']:.1f} |"]
+    lines += ["![macpo](macpo.png)", ""] + stage_lines(metrics)
     path = Path(root) / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -220,22 +220,31 @@ class AlignRecipe(W2SRecipe):
 
 
 @dataclass
-class SearchRecipe(W2SRecipe):
+class _NoW2STrainingRecipe(W2SRecipe):
+    """A recipe that trains no strong model on weak labels (search, macpo): strong.methods [],
+    no bootstrap or generative finetuning, one seed."""
+    strong: StrongConfig = field(default_factory=lambda: StrongConfig(methods=[]))
+
+    WHY = ""  # why it trains none, for the error
+
+    def __post_init__(self):
+        if self.strong.methods or self.strong.bootstrap or self.strong.lm_finetune.enabled:
+            raise ValueError(f"strong.methods: the {self.NAME} recipe {self.WHY}; set strong.methods: [] "
+                             "(and leave strong.bootstrap / strong.lm_finetune off)")
+        super().__post_init__()
+        if self.seeds:
+            raise ValueError(f"seeds: not available on the {self.NAME} recipe")
+
+
+@dataclass
+class SearchRecipe(_NoW2STrainingRecipe):
     """Weak-to-strong search (pipelines/search.py): the frozen strong.spec decodes test prompts
     steered by a small tuned / untuned pair (search.tuned: DPO of weak.models[0] on its own weak
     labels unless given), judged by strong_ceiling. No strong model is trained on weak labels."""
     search: SearchConfig = field(default_factory=SearchConfig)
-    strong: StrongConfig = field(default_factory=lambda: StrongConfig(methods=[]))
 
     NAME = "search"
-
-    def __post_init__(self):
-        if self.strong.methods or self.strong.bootstrap or self.strong.lm_finetune.enabled:
-            raise ValueError("strong.methods: the search recipe trains no strong model on weak labels; set "
-                             "strong.methods: [] (and leave strong.bootstrap / strong.lm_finetune off)")
-        super().__post_init__()
-        if self.seeds:
-            raise ValueError("seeds: not available on the search recipe")
+    WHY = "trains no strong model on weak labels"
 
     def stages(self) -> list:
         from pipelines import search
@@ -249,25 +258,20 @@ class SearchRecipe(W2SRecipe):
 
 
 @dataclass
-class MacpoRecipe(W2SRecipe):
+class MacpoRecipe(_NoW2STrainingRecipe):
     """MACPO (pipelines/macpo.py): weak teachers (weak.models, >= 2) and the strong student, each a
     positive and a negative agent, improve each other by contrastive DPO; judged by strong_ceiling."""
     macpo: MacpoConfig = field(default_factory=MacpoConfig)
-    strong: StrongConfig = field(default_factory=lambda: StrongConfig(methods=[]))
 
     NAME = "macpo"
+    WHY = "trains its own agents"
 
     def __post_init__(self):
-        if self.strong.methods or self.strong.bootstrap or self.strong.lm_finetune.enabled:
-            raise ValueError("strong.methods: the macpo recipe trains its own agents; set strong.methods: [] "
-                             "(and leave strong.bootstrap / strong.lm_finetune off)")
         super().__post_init__()
         if len(self.weak.models) < 2:
             raise ValueError("weak.models: MACPO needs at least 2 weak teachers")
         if self.weak.finetune:
             raise ValueError("weak.finetune: the macpo recipe initialises its teachers itself (macpo.sft)")
-        if self.seeds:
-            raise ValueError("seeds: not available on the macpo recipe")
 
     def stages(self) -> list:
         from pipelines import macpo

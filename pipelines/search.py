@@ -37,7 +37,9 @@ import numpy as np
 import pyarrow as pa
 
 from actors.model_config import DerivedModelConfig
+from pipelines.align import check_judged_answers, match_lines, match_summary
 from pipelines.cbs import check_search, chunk_beam_search
+from pipelines.joint_annotate import render
 from pipelines.runner import Role, StreamStage, run_stage
 from training.dpo_config import DPOConfig
 
@@ -73,15 +75,7 @@ class SearchConfig:
             raise ValueError(f"temperature: must be > 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k: must be >= 0 (0: no filter), got {self.top_k}")
-        if "{prompt}" not in self.prompt_format:
-            raise ValueError("prompt_format: must contain {prompt}")
-        if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
-            raise ValueError(f"stop: must be a list of non-empty strings, got {self.stop!r}")
-        if not 0 <= self.tie_margin < 0.5:
-            raise ValueError("tie_margin: must be in [0, 0.5)")
-        for name in ("batch_rows", "max_in_flight"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1")
+        check_judged_answers(self)
 
     @property
     def n(self) -> int:
@@ -92,10 +86,6 @@ class SearchConfig:
         return {"cbs": {"width": self.width, "successors": self.successors, "chunk_tokens": self.chunk_tokens},
                 "bon": {"width": 1, "successors": self.n, "chunk_tokens": 0},
                 "sample": {"width": 1, "successors": 1, "chunk_tokens": 0}}
-
-
-def render(fmt: str, prompt: str) -> str:
-    return fmt.replace("{prompt}", prompt)  # not str.format: prompts may hold braces
 
 
 def untuned_model(cfg):
@@ -224,7 +214,6 @@ def gold_win_rates(table: pa.Table) -> dict[str, np.ndarray]:
 def search_summary(table: pa.Table, margin: float, n_boot: int = 2000, seed: int = 0) -> dict:
     """Gold win probabilities, win / tie / lose per match, costs; 95% bootstrap intervals over
     prompts (one resample of prompts for every figure, so differences are paired)."""
-    from pipelines.align import win_tie_lose
     from pipelines.evaluate import interval
 
     n = table.num_rows
@@ -234,12 +223,8 @@ def search_summary(table: pa.Table, margin: float, n_boot: int = 2000, seed: int
     for d, g in gold.items():
         out["gold"][d] = {"mean": float(g.mean()), "interval": interval(g[idx].mean(axis=1))}
     for a, b in MATCHES:
-        p = np.asarray(table[f"p_{a}_over_{b}"].to_pylist(), dtype=np.float64)
-        wins, loses = p[idx] > 0.5 + margin, p[idx] < 0.5 - margin
-        out["matches"][f"{a}_vs_{b}"] = {
-            **win_tie_lose(p.tolist(), margin), "mean_p": float(p.mean()),
-            "win_rate_ci": interval(wins.mean(axis=1)), "lose_rate_ci": interval(loses.mean(axis=1)),
-            "win_minus_lose_ci": interval(wins.mean(axis=1) - loses.mean(axis=1))}
+        # the same seed and size: match_summary draws the very resample used above
+        out["matches"][f"{a}_vs_{b}"] = match_summary(table[f"p_{a}_over_{b}"].to_pylist(), margin, n_boot, seed)
     for d in DECODERS:
         gen, tok = np.asarray(table[f"{d}_generated"].to_pylist()), np.asarray(table[f"{d}_tokens"].to_pylist())
         out["cost"][d] = {"generated_per_prompt": float(gen.mean()), "answer_tokens": float(tok.mean()),
@@ -318,12 +303,7 @@ def report_lines(result: dict) -> list[str]:
         cost = result["cost"][k]
         lines.append(f"| {k} | {g[k]['mean']:.3f} [{lo:.3f}, {hi:.3f}] | {cost['generated_per_prompt']:.1f} | "
                      f"{cost['scored_per_prompt']:.1f} | {cost['scored_per_generated_token']:.3f} | {cost['score']:.3f} |")
-    lines += ["", "| match | win | tie | lose | win rate [95% CI] | win - lose [95% CI] |", "|---|---|---|---|---|---|"]
-    for k, v in m.items():
-        (wl, wh), (dl, dh) = v["win_rate_ci"], v["win_minus_lose_ci"]
-        verdict = "" if dl > 0 or dh < 0 else " (within noise)"
-        lines.append(f"| {k.replace('_', ' ')} | {v['win']} | {v['tie']} | {v['lose']} | {v['win_rate']:.3f} "
-                     f"[{wl:.3f}, {wh:.3f}] | {v['win_rate'] - v['lose_rate']:+.3f} [{dl:+.3f}, {dh:+.3f}]{verdict} |")
+    lines += [""] + match_lines({k.replace("_", " "): v for k, v in m.items()})
     lines += ["", "Answers side by side:", "", "| prompt | cbs | bon | sample |", "|---|---|---|---|"]
     cell = lambda t: (t or "").replace("|", "/").replace("\n", " ")[:120]  # noqa: E731
     for e in result.get("examples", []):
@@ -364,13 +344,13 @@ def plot(result: dict, path: Path) -> None:
 
 def write_report(root: Path, metrics: dict) -> Path:
     """report.md of a search run: the search section, its plot and the stage times."""
+    from pipelines.evaluate import stage_lines
+
     result = metrics["search"]
     plot(result, root / "search.png")
     lines = [f"# w2s search report: {root}", "", f"Task: {metrics['data']['source']}, test prompts: "
              f"{result['prompts']}.", ""] + report_lines(result) + ["![search](search.png)", ""]
-    lines += ["| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v.get('seconds', 0):.1f} |" for k, v in metrics["stages"].items()]
-    lines += [f"| total | {metrics['seconds']:.1f} |"]
+    lines += stage_lines(metrics)
     path = Path(root) / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
