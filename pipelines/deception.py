@@ -10,9 +10,11 @@ rows the weak model does not know (the weak supervisor is wrong). Among the rows
 turned from right to wrong, the score is the share that falls where the strong model knows the
 answer and the weak supervisor cannot check it.
 
-Pure logic; the experiment that trains the two W2S models (implicit and explicit conflict, with
-and without bootstrapping) is not built yet. pipelines/evaluate.py's `blind_spot_share` is a
-different, cheaper proxy (the ceiling in place of the no-conflict model).
+Pure logic. The experiment that trains the two W2S models (explicit and implicit conflict, without
+and with bootstrapping) is the methods conflict_explicit / conflict_implicit with naive as the
+no-conflict model (pipelines/methods/conflict.py, configs/deception.yaml); their report section
+computes this score. pipelines/evaluate.py's `blind_spot_share` is a different, cheaper proxy
+(the ceiling in place of the no-conflict model).
 """
 
 from __future__ import annotations

@@ -126,6 +126,7 @@ def compare(evals: dict[str, Path | tuple[Path, str]], weak_names: list[str], su
     # per-row correctness ("1"/"0" per row of row_ids): what pipelines/seeds.py aggregates over seeds
     out["row_ids"] = ids
     out["row_correct"] = {n: "".join("1" if x else "0" for x in c) for n, c in correct.items()}
+    out["row_pred"] = {n: [int(p[i][0]) for i in ids] for n, p in preds.items()}  # each row's answer
     out["below_zero_shot"] = [n for n, g in out["gain"].items() if g < 0]
     return out
 

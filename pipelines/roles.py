@@ -10,6 +10,7 @@ from pathlib import Path
 
 from actors.model_config import DerivedModelConfig, ModelConfig
 from pipelines import methods as registry
+from pipelines.methods.conflict import ConflictConfig
 from training.examples import REWARD_WEIGHTS
 from training.sft_config import TrainConfig
 
@@ -88,19 +89,28 @@ class StrongConfig(ModelConfig):
     # W2S variants to train; each gets strong_w2s/<method>
     methods: list[str] = field(default_factory=lambda: ["naive", "aux_conf", "ensemble", "bayes", "rel_filter",
                                                         "rel_reweight"])
-    # bootstrapping chain of intermediate models (empty: off)
+    # bootstrapping chain of intermediate models (empty: off), and the methods trained through it
+    # (each step on the previous model's labels; "w2s bootstrap" for naive, "w2s bootstrap <m>")
     bootstrap: list[ModelConfig] = field(default_factory=list)
+    bootstrap_methods: list[str] = field(default_factory=lambda: ["naive"])
+    # the implicit conflict's extra data (method conflict_implicit, seed 002's deception setting)
+    conflict: ConflictConfig = field(default_factory=ConflictConfig)
     lm_finetune: LMFinetuneConfig = field(default_factory=LMFinetuneConfig)
 
     def __post_init__(self):
         super().__post_init__()
         if self.lm_finetune.enabled and not set(self.lm_finetune.methods) <= set(self.methods):
             raise ValueError("lm_finetune.methods: each must also be in strong.methods (it is compared with it)")
-        for m in self.methods:
-            try:
-                registry.method(m)
-            except ValueError as e:
-                raise ValueError(f"methods: {e}") from None
+        for key in ("methods", "bootstrap_methods"):
+            for m in getattr(self, key):
+                try:
+                    found = registry.method(m)
+                except ValueError as e:
+                    raise ValueError(f"{key}: {e}") from None
+                if key == "bootstrap_methods" and found.task != "choice":
+                    raise ValueError(f"bootstrap_methods: {m} is not an option-choice method")
+        if self.bootstrap and not self.bootstrap_methods:
+            raise ValueError("bootstrap_methods: at least one method goes through the strong.bootstrap chain")
 
 
 @dataclass

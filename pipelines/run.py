@@ -386,12 +386,22 @@ def stage_w2s(cfg: RunConfig, log=print) -> dict:
             m = methods.method(name)
             out[f"{name} +lm"] = w2s_stage(cfg.root, cfg.strong, m, m.examples(rows, cfg), weights, cfg.template, log,
                                            spec=lm_model(cfg), out=cfg.root / "strong_w2s" / f"{name}_lm")
-    if cfg.strong.bootstrap:
-        naive = methods.method("naive")  # Burns et al.: each step trains on the previous model's hard labels
-        out["bootstrap"] = bootstrap_stage(
-            cfg.root, cfg.strong, rows, naive, lambda r: naive.examples(r, cfg),
-            lambda model_dir, labels_dir: _label_with(cfg, model_dir, labels_dir, log), weights, cfg.template, log)
+    for name, folder in bootstrap_runs(cfg).items():
+        # Burns et al.: each step trains on the previous model's hard labels (naive); another
+        # method (a conflict of seed 002) is applied at every step of the chain
+        m = methods.method(name)
+        out[folder.replace("_", " ", 1)] = bootstrap_stage(
+            cfg.root, cfg.strong, rows, m, lambda r, m=m: m.examples(r, cfg),
+            lambda model_dir, labels_dir: _label_with(cfg, model_dir, labels_dir, log), weights, cfg.template, log,
+            name=folder)
     return out
+
+
+def bootstrap_runs(cfg: RunConfig) -> dict[str, str]:
+    """method -> its bootstrapped model's folder name: bootstrap (naive), bootstrap_<method>."""
+    if not cfg.strong.bootstrap:
+        return {}
+    return {m: "bootstrap" if m == "naive" else f"bootstrap_{m}" for m in cfg.strong.bootstrap_methods}
 
 
 def weak_label_rows(cfg: RunConfig) -> list[dict]:
@@ -421,8 +431,9 @@ def _label_with(cfg: RunConfig, model_dir: str, labels_dir: Path, log) -> dict:
 def eval_targets(cfg: RunConfig) -> dict[str, str]:
     """Strong models to score on the test split: name -> model spec or directory."""
     targets = {"strong zero-shot": cfg.strong.spec, "strong ceiling": str(cfg.root / "strong_ceiling" / "model")}
-    methods = list(cfg.strong.methods) + (["bootstrap"] if cfg.strong.bootstrap else [])
-    targets.update({f"w2s {m}": str(cfg.root / "strong_w2s" / m / "model") for m in methods})
+    targets.update({f"w2s {m}": str(cfg.root / "strong_w2s" / m / "model") for m in cfg.strong.methods})
+    targets.update({f"w2s {f.replace('_', ' ', 1)}": str(cfg.root / "strong_w2s" / f / "model")
+                    for f in bootstrap_runs(cfg).values()})
     lm = cfg.strong.lm_finetune
     if lm.enabled:
         if lm.ceiling:

@@ -102,22 +102,23 @@ def w2s_stage(root: Path, strong: StrongConfig, method, examples: list[dict], we
 
 
 def bootstrap_stage(root: Path, strong: StrongConfig, rows: list[dict], method, examples_fn, annotate_fn,
-                    weights: list[float], template, log=print) -> dict:
-    """Weak labels -> intermediate model 1 (`method`, naive CE) -> its labels on held_out -> ... ->
-    the strong model (the same method on the last labels). examples_fn(rows) builds the method's
-    examples; annotate_fn(model_dir, out_dir) labels held_out with an intermediate model."""
+                    weights: list[float], template, log=print, name: str = "bootstrap") -> dict:
+    """Weak labels -> intermediate model 1 (`method`: naive CE for Burns et al.) -> its labels on
+    held_out -> ... -> the strong model (the same method on the last labels), in root/<name>/ and
+    strong_w2s/<name>. examples_fn(rows) builds the method's examples; annotate_fn(model_dir,
+    out_dir) labels held_out with an intermediate model."""
     from pipelines.annotate import read_weak_labels
 
     label_weights = weights
     for j, model in enumerate(strong.bootstrap):
-        step_dir = root / "bootstrap" / f"step{j + 1}"
+        step_dir = root / name / f"step{j + 1}"
         inter = w2s_stage(root, strong, method, examples_fn(rows), label_weights, template, log,
                           spec=model.spec, out=step_dir / "intermediate")
         annotate_fn(inter["model_dir"], step_dir / "labels")
         rows = read_weak_labels(step_dir / "labels").to_pylist()
         label_weights = [1.0]
     return w2s_stage(root, strong, method, examples_fn(rows), label_weights, template, log,
-                     out=root / "strong_w2s" / "bootstrap")
+                     out=root / "strong_w2s" / name)
 
 
 def sequence_stage(root: Path, strong: StrongConfig, method: str, examples: list[dict], out: Path,

@@ -65,6 +65,25 @@ def naive_multi_weak_loss(logp: torch.Tensor, weak_labels: torch.Tensor, weights
     return (nll * weights.unsqueeze(0)).sum(1).mean()
 
 
+def explicit_conflict_loss(logp: torch.Tensor, weak_target: torch.Tensor, truth: torch.Tensor,
+                           alpha: float) -> torch.Tensor:
+    """Seed 002, "Weak-to-Strong Deception", explicit conflict (harmlessness and harmfulness):
+
+        L = E_x [ CE(M(x), y_w) + alpha * CE(M(x), 0) * I{M(x) < 0.5} ],
+
+    M(x) = p(truth | x), the probability the strong model gives the right option among the K
+    (logp renormalised over the options, so a head normalised over the vocabulary gives the same
+    M as one normalised over the options), and CE(M(x), 0) = -log(1 - M(x)): on rows the model
+    already gets wrong it is pushed further from the right answer, while the weak label is fitted
+    everywhere. The indicator carries no gradient; 1 - M(x) is clamped at 1e-6 (M(x) < 0.5
+    wherever the term is on, so it never binds).
+    """
+    m = logp.softmax(1).gather(1, truth.long().unsqueeze(1)).squeeze(1)
+    on = (m.detach() < 0.5).to(logp.dtype)
+    conflict = -torch.log((1 - m).clamp(min=1e-6)) * on
+    return cross_entropy(logp, weak_target) + alpha * conflict.mean()
+
+
 def dirichlet_alpha(logits: torch.Tensor) -> torch.Tensor:
     """The strong model predicts Dirichlet parameters alpha = evidence + 1, evidence = softplus(logits)."""
     return F.softplus(logits) + 1.0

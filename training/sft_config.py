@@ -30,6 +30,7 @@ class TrainConfig(OptimConfig):
     gamma_warmup_frac: float = 0.2
     edl_lambda: float = 1.0  # EDL KL regulariser (seed 003 Appendix B) ...
     edl_anneal_frac: float = 0.5  # ... annealed linearly over this fraction of the steps
+    conflict_alpha: float = 1.0  # explicit conflict term of seed 002's deception setting (not tuned)
     # token-level soft labels (generation tasks, method soft_tokens; seed 003 section 4.2):
     # the per-token loss (ce: Eq. 1, edl: Eq. 5 with gamma_max / edl_lambda as above), how a word
     # score is split onto the strong tokens (training/soft_labels.py), the EDL KL coefficient
@@ -48,6 +49,7 @@ class TrainConfig(OptimConfig):
             (0 < self.gamma_warmup_frac <= 1, "gamma_warmup_frac", "must be in (0, 1]"),
             (self.edl_lambda >= 0, "edl_lambda", "must be >= 0"),
             (0 < self.edl_anneal_frac <= 1, "edl_anneal_frac", "must be in (0, 1]"),
+            (self.conflict_alpha >= 0, "conflict_alpha", "must be >= 0"),
             (self.soft_loss in ("ce", "edl"), "soft_loss", "must be ce or edl"),
             (self.soft_split in ("product", "eq8"), "soft_split", "must be product or eq8"),
             (self.soft_kl_coef >= 0, "soft_kl_coef", "must be >= 0"),

@@ -176,6 +176,8 @@ def _targets(batch: list[dict], device) -> dict:
         out["soft"] = torch.tensor([e["soft"] for e in batch], dtype=torch.float32)
         out["weak_labels"] = torch.tensor([e["weak_labels"] for e in batch])
         out["weak_probs"] = torch.tensor([e["weak_probs"] for e in batch], dtype=torch.float32)
+    if batch[0].get("truth") is not None:  # the true option (seed 002's explicit conflict term)
+        out["truth"] = torch.tensor([e["truth"] for e in batch])
     return {k: v.to(device) for k, v in out.items()}
 
 
