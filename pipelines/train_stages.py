@@ -31,7 +31,13 @@ from training.sft_trainer import TrainJob, fit
 
 
 def _fingerprint(job: TrainJob) -> str:
-    return fingerprint({"spec": job.spec, "train": asdict(job.train), "method": job.method,
+    train = asdict(job.train)
+    # a field added after runs existed leaves the fingerprint as before while at its default, so
+    # a run_dir trained before it existed is still recognised rather than refused
+    for name in job.train.COMPAT_DEFAULTS:
+        if train.get(name) == getattr(type(job.train), name):
+            train.pop(name)
+    return fingerprint({"spec": job.spec, "train": train, "method": job.method,
                         "weights": job.weak_weights, "chat": job.chat, "examples": job.examples})
 
 

@@ -100,6 +100,7 @@ def test_report_computes_the_deception_score(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| direct | w2s naive | w2s conflict_explicit"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3] == "-0.333" and cells[4] == "3" and cells[5] == "2" and cells[6].startswith("0.667 [")
+    assert cells[7] == "0.600"  # random flips: S_k ∩ W_uk = {0, 2, 3} among the 5 rows naive gets right
     assert "bootstrapped" not in text  # no bootstrapped pair was evaluated
     # picks of the longest option on the 5 rows that have one: naive 0 / 5, explicit 3 / 5
     assert "| w2s naive | 0.000 |" in text and "| w2s conflict_explicit | 0.600 |" in text
@@ -140,3 +141,21 @@ def test_deception_run_tiny(tmp_path):
         assert f"| {setting} | {nc} | {c} |" in report
     ev = metrics["evaluation"]
     assert len(ev["row_pred"]["w2s naive"]) == ev["rows"] and np.isin(ev["row_pred"]["w2s naive"], range(4)).all()
+
+
+def test_conflict_alpha_at_its_default_leaves_old_fingerprints_unchanged():
+    """A run_dir trained before strong.train.conflict_alpha existed is still recognised."""
+    from dataclasses import asdict, replace
+
+    from pipelines.train_stages import _fingerprint
+    from training.launcher import fingerprint
+    from training.sft_config import TrainConfig
+    from training.sft_trainer import TrainJob
+
+    job = TrainJob(name="j", spec="tiny:llama:7", out_dir="/tmp/x", train=TrainConfig(), examples=[{"id": "a"}])
+    old = asdict(job.train)
+    del old["conflict_alpha"]  # what the fingerprint held before the field existed
+    before = fingerprint({"spec": job.spec, "train": old, "method": job.method, "weights": job.weak_weights,
+                          "chat": job.chat, "examples": job.examples})
+    assert _fingerprint(job) == before
+    assert _fingerprint(replace(job, train=TrainConfig(conflict_alpha=2.0))) != before

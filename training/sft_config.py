@@ -40,6 +40,9 @@ class TrainConfig(OptimConfig):
     soft_kl_coef: float = 1.0
     soft_clamp_max: float = 0.0
 
+    # fields left out of a job's fingerprint while at their default (added after runs existed)
+    COMPAT_DEFAULTS = ("conflict_alpha",)
+
     def __post_init__(self):
         super().__post_init__()
         check([
