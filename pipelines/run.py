@@ -386,22 +386,24 @@ def stage_w2s(cfg: RunConfig, log=print) -> dict:
             m = methods.method(name)
             out[f"{name} +lm"] = w2s_stage(cfg.root, cfg.strong, m, m.examples(rows, cfg), weights, cfg.template, log,
                                            spec=lm_model(cfg), out=cfg.root / "strong_w2s" / f"{name}_lm")
-    for name, folder in bootstrap_runs(cfg).items():
+    for key, (name, folder) in bootstrap_runs(cfg).items():
         # Burns et al.: each step trains on the previous model's hard labels (naive); another
         # method (a conflict of seed 002) is applied at every step of the chain
         m = methods.method(name)
-        out[folder.replace("_", " ", 1)] = bootstrap_stage(
+        out[key] = bootstrap_stage(
             cfg.root, cfg.strong, rows, m, lambda r, m=m: m.examples(r, cfg),
             lambda model_dir, labels_dir: _label_with(cfg, model_dir, labels_dir, log), weights, cfg.template, log,
             name=folder)
     return out
 
 
-def bootstrap_runs(cfg: RunConfig) -> dict[str, str]:
-    """method -> its bootstrapped model's folder name: bootstrap (naive), bootstrap_<method>."""
+def bootstrap_runs(cfg: RunConfig) -> dict[str, tuple[str, str]]:
+    """Each bootstrapped model's name ("bootstrap" for naive, "bootstrap <method>") -> (method,
+    its folder: bootstrap, bootstrap_<method>)."""
     if not cfg.strong.bootstrap:
         return {}
-    return {m: "bootstrap" if m == "naive" else f"bootstrap_{m}" for m in cfg.strong.bootstrap_methods}
+    return {"bootstrap" if m == "naive" else f"bootstrap {m}": (m, "bootstrap" if m == "naive" else f"bootstrap_{m}")
+            for m in cfg.strong.bootstrap_methods}
 
 
 def weak_label_rows(cfg: RunConfig) -> list[dict]:
@@ -432,8 +434,8 @@ def eval_targets(cfg: RunConfig) -> dict[str, str]:
     """Strong models to score on the test split: name -> model spec or directory."""
     targets = {"strong zero-shot": cfg.strong.spec, "strong ceiling": str(cfg.root / "strong_ceiling" / "model")}
     targets.update({f"w2s {m}": str(cfg.root / "strong_w2s" / m / "model") for m in cfg.strong.methods})
-    targets.update({f"w2s {f.replace('_', ' ', 1)}": str(cfg.root / "strong_w2s" / f / "model")
-                    for f in bootstrap_runs(cfg).values()})
+    targets.update({f"w2s {key}": str(cfg.root / "strong_w2s" / folder / "model")
+                    for key, (_, folder) in bootstrap_runs(cfg).items()})
     lm = cfg.strong.lm_finetune
     if lm.enabled:
         if lm.ceiling:
