@@ -45,7 +45,7 @@ def prompts(n: int) -> list[str]:
     from pipelines.datasets import load_embedded
 
     rows = load_embedded("piqa")[:n]
-    return [f"{r['prompt']}\nSolution:" for r in rows]
+    return [f"{r['prompt']}\nSolution:\n" for r in rows]  # newline-ended, as configs/search.yaml: no empty answers
 
 
 def run(ps: list[str], large, tuned, untuned, search: dict, batched: bool) -> dict:
@@ -102,7 +102,7 @@ def main() -> None:
     base = rows[1][2]["tokens_per_s"]
     lines = [f"Machine: {cpu_line()}; {start_load} at the start, {load_line()} at the end.", "",
              f"Command: `.venv/bin/python benchmarks/search_throughput.py{' --smoke' if args.smoke else ''}"
-             f" --prompts {args.prompts}`", "",
+             f" --prompts {args.prompts}{' --tuned ' + args.tuned if args.tuned else ''}`", "",
              f"Large model {large.backend.spec} samples (temperature 0.7, top-k 50, stop at a newline); small pair "
              f"{tuned.backend.spec} - {untuned.backend.spec} scores; CBS W={w} K={k} L={args.chunk_tokens}, at most "
              f"{args.max_new_tokens} tokens; {len(ps)} PIQA goals; in one process.", "",

@@ -78,6 +78,13 @@ def render(fmt: str, prompt: str) -> str:
     return fmt.replace("{prompt}", prompt)  # not str.format: prompts may hold braces
 
 
+def after(prompt: str, text: str) -> str:
+    """A response text as it follows its prompt: " text" after "...Solution:", "text" after a
+    prompt that ends in whitespace (a newline-ended prompt continued with " text" taught the
+    agents to start with a space, and to stop at once on a newline: empty answers)."""
+    return text if not prompt or prompt[-1].isspace() else " " + text
+
+
 def _norm_tokens(text: str | None) -> list[str]:
     """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
     text = (text or "").lower()

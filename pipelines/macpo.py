@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.align import check_judged_answers, match_lines, match_summary
-from pipelines.joint_annotate import render
+from pipelines.joint_annotate import after, render
 from pipelines.runner import Role, StreamStage, read_complete, run_stage
 from training.dpo_config import DPOConfig
 from training.sft_config import TrainConfig
@@ -112,6 +112,9 @@ class MacpoConfig:
     # the reference scripts: beta 0.1, an SFT term of weight 0.2, lr 1e-5, one epoch per iteration
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(lr=1e-5, beta=0.1, sft_weight=0.2, epochs=1,
                                                             max_length=192))
+    # the agents' answers in the iterations: 0 greedy; > 0 sampled (seeded by the iteration). Greedy
+    # answers of a positive and a negative agent are often equal, and such a prompt gives no pair.
+    temperature: float = 0.0
     tie_margin: float = 0.05
     batch_rows: int = 8
     max_in_flight: int = 1
@@ -121,6 +124,8 @@ class MacpoConfig:
             raise ValueError(f"iterations: must be >= 1, got {self.iterations}")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens: must be >= 1")
+        if self.temperature < 0:
+            raise ValueError(f"temperature: must be >= 0 (0: greedy), got {self.temperature}")
         check_judged_answers(self)
 
 
@@ -154,7 +159,8 @@ def _examples(rows: list[dict], answers: dict[str, list[str]] | None, fmt: str, 
             texts = [a[i] for a in answers.values()]
         for j, t in enumerate(texts):
             if t and t.strip():
-                out.append({"id": f"{r['id']}#{j}", "text": render(fmt, r["prompt"]), "response": " " + t.strip(),
+                text = render(fmt, r["prompt"])
+                out.append({"id": f"{r['id']}#{j}", "text": text, "response": after(text, t.strip()),
                             "target": 0, "weight": 1.0})
     if not out:
         raise ValueError("macpo: no training examples (every answer is empty)")
@@ -177,20 +183,22 @@ ANSWER_SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("answe
 
 
 def answer_batch(batch: pa.Table, *, actors: dict, names: dict, fmt: str, max_new_tokens: int, stop: list,
-                 pairs_for: list) -> pa.Table:
-    """Every agent's greedy answer to the batch's prompts (one generate call per agent), then each
-    learner of `pairs_for` its contrastive pairs, scored by its own positive actor."""
+                 pairs_for: list, temperature: float = 0.0, seed: int = 0) -> pa.Table:
+    """Every agent's answer to the batch's prompts (one generate call per agent; greedy at
+    temperature 0), then each learner of `pairs_for` its contrastive pairs, scored by its own
+    positive actor."""
     import ray
 
     from pipelines.dpo_pairs import clean
 
     rows = batch.to_pylist()
     prompts = [render(fmt, r["prompt"]) for r in rows]
-    refs = {name: a.generate.remote(prompts, 1, max_new_tokens, 0.0, 0, False, stop=stop)
+    refs = {name: a.generate.remote(prompts, 1, max_new_tokens, temperature, seed, False, stop=stop)
             for role in ("policy", "weak") for name, a in zip(names[role], actors.get(role, []))}
     answers = {name: [clean(o[0][0], True) for o in ray.get(ref)] for name, ref in refs.items()}
     pos_actor = dict(zip(names["policy"], actors["policy"]))
-    spaced = {n: [" " + a if a else "" for a in v] for n, v in answers.items()}  # as the agents were trained
+    spaced = {n: [after(p, a) if a else "" for p, a in zip(prompts, v)]  # as the agents were trained
+              for n, v in answers.items()}
     pairs: dict[str, dict] = {}
     for learner in pairs_for:
         positives = {n.removesuffix("_pos"): spaced[n] for n in names["policy"]}
@@ -204,9 +212,10 @@ def answer_batch(batch: pa.Table, *, actors: dict, names: dict, fmt: str, max_ne
 
 
 def answers_stage(cfg, split: str, out_dir: Path, agents: dict[str, str], negatives: dict[str, str], log,
-                  pairs_for: list[str] = ()) -> list[dict]:
+                  pairs_for: list[str] = (), temperature: float = 0.0, seed: int = 0) -> list[dict]:
     """One streaming stage: the agents (positives as role policy, negatives as role weak) answer a
-    split's prompts; with pairs_for, each such learner's contrastive pairs too. Rows sorted by id."""
+    split's prompts (greedy, or sampled at `temperature` with `seed`); with pairs_for, each such
+    learner's contrastive pairs too. Rows sorted by id."""
     from actors.strong import StrongActor
     from actors.weak import WeakActor
 
@@ -220,6 +229,8 @@ def answers_stage(cfg, split: str, out_dir: Path, agents: dict[str, str], negati
                           list(negatives)))
     kwargs = {"names": names, "fmt": m.prompt_format, "max_new_tokens": m.max_new_tokens, "stop": list(m.stop),
               "pairs_for": list(pairs_for)}
+    if temperature > 0:  # greedy stages keep the config (and fingerprint) they had
+        kwargs.update(temperature=temperature, seed=seed)
     run_stage(StreamStage(
         kind="macpo/answers", split_dir=cfg.root / "data" / split, out_dir=Path(out_dir), label=f"macpo {Path(out_dir).parent.name}/{Path(out_dir).name}",
         config={"agents": agents, "negatives": negatives, "backend": asdict(backend), **kwargs},
@@ -280,7 +291,8 @@ def stage_iterations(cfg, log=print) -> dict:
     for k in range(1, cfg.macpo.iterations + 1):
         step = root / "macpo" / f"iter_{k}"
         prev = positive_models(cfg, k - 1)
-        rows = answers_stage(cfg, "held_out", step / "answers", prev, negatives, log, pairs_for=learners(cfg))
+        rows = answers_stage(cfg, "held_out", step / "answers", prev, negatives, log, pairs_for=learners(cfg),
+                             temperature=cfg.macpo.temperature, seed=1000 * cfg.data.seed + k)
         out[k], now = {}, dict(prev)
         for ln in learners(cfg):
             pairs = [p for r in rows if (p := json.loads(r["pairs"]).get(ln))]

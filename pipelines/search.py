@@ -39,7 +39,7 @@ import pyarrow as pa
 from actors.model_config import DerivedModelConfig
 from pipelines.align import check_judged_answers, match_lines, match_summary
 from pipelines.cbs import check_search, chunk_beam_search
-from pipelines.joint_annotate import render
+from pipelines.joint_annotate import after, render
 from pipelines.runner import Role, StreamStage, run_stage
 from training.dpo_config import DPOConfig
 
@@ -116,9 +116,9 @@ def weak_pairs(rows: list[dict], prompt_format: str) -> list[dict]:
         if len(r["options"]) != 2:
             raise ValueError(f"search: row {r['id']} has {len(r['options'])} options; weak-to-strong search "
                              "tunes the small model on pairs (K = 2)")
-        w = int(r["weak_label"])
-        out.append({"id": r["id"], "prompt": render(prompt_format, r["prompt"]),
-                    "chosen": " " + r["options"][w].strip(), "rejected": " " + r["options"][1 - w].strip()})
+        w, prompt = int(r["weak_label"]), render(prompt_format, r["prompt"])
+        out.append({"id": r["id"], "prompt": prompt, "chosen": after(prompt, r["options"][w].strip()),
+                    "rejected": after(prompt, r["options"][1 - w].strip())})
     return out
 
 
@@ -157,7 +157,23 @@ def schema() -> pa.Schema:
                    (f"{d}_generated", pa.int64()), (f"{d}_samples", pa.int64()), (f"{d}_steps", pa.int64()),
                    (f"{d}_scored", pa.int64()), (f"{d}_calls", pa.int64())]
     fields += [(f"p_{a}_over_{b}", pa.float64()) for a, b in MATCHES]
+    fields += [("steer_margin", pa.float64()), ("untuned_margin", pa.float64())]
     return pa.schema(fields)
+
+
+def pair_margins(rows: list[dict], prompts: list[str], tuned_lp: list[float], untuned_lp: list[float]) -> list[tuple]:
+    """Per K = 2 row, the margin right minus wrong option of s(x, y) = log pi_tuned - log pi_untuned
+    (does the steer carry the task?) and of log pi_untuned alone (the small model's own
+    preference); the log-probs are of each row's two options, in order. Other rows: NaN."""
+    out = []
+    for i, r in enumerate(rows):
+        if len(r["options"]) != 2:
+            out.append((float("nan"), float("nan")))
+            continue
+        y = int(r["label"])
+        s = [tuned_lp[2 * i + j] - untuned_lp[2 * i + j] for j in (0, 1)]
+        out.append((s[y] - s[1 - y], untuned_lp[2 * i + y] - untuned_lp[2 * i + 1 - y]))
+    return out
 
 
 def search_batch(batch: pa.Table, *, actors: dict, search: dict, chat: dict) -> pa.Table:
@@ -192,6 +208,13 @@ def search_batch(batch: pa.Table, *, actors: dict, search: dict, chat: dict) -> 
                                  f"{d}_tokens": x["tokens"], f"{d}_generated": x["generated"],
                                  f"{d}_samples": x["samples"], f"{d}_steps": x["steps"],
                                  f"{d}_scored": x["scored"], f"{d}_calls": stats["calls"]})
+    # the test pairs' two solutions, scored whole (finished) as the DPO pairs were written
+    two = [(p, after(p, (r["options"] + ["", ""])[j].strip())) for r, p in zip(rows, prompts) for j in (0, 1)]
+    ps2, ys2 = [p for p, _ in two], [y for _, y in two]
+    lt, lu = ray.get([tuned.response_logprobs.remote(ps2, ys2, [True] * len(two), chat["tuned"]),
+                      untuned.response_logprobs.remote(ps2, ys2, [True] * len(two), chat["untuned"])])
+    for r, (m_s, m_u) in zip(rows, pair_margins(rows, prompts, lt, lu)):
+        out[r["id"]].update(steer_margin=m_s, untuned_margin=m_u)
     for a, b in MATCHES:
         ra = [out[r["id"]][f"{a}_response"] or "(empty)" for r in rows]
         rb = [out[r["id"]][f"{b}_response"] or "(empty)" for r in rows]
@@ -231,6 +254,15 @@ def search_summary(table: pa.Table, margin: float, n_boot: int = 2000, seed: int
                           "scored_per_prompt": float(np.mean(table[f"{d}_scored"].to_pylist())),
                           "scored_per_generated_token": float(np.sum(table[f"{d}_scored"].to_pylist()) / max(gen.sum(), 1)),
                           "score": float(np.mean(table[f"{d}_score"].to_pylist()))}
+    if "steer_margin" in table.column_names:
+        for key in ("steer_margin", "untuned_margin"):
+            m = np.asarray(table[key].to_pylist(), dtype=np.float64)
+            right = np.where(m > 0, 1.0, np.where(m == 0, 0.5, 0.0))  # NaN (not a pair) -> 0; dropped below
+            ok = ~np.isnan(m)
+            boot = np.where(ok[idx], right[idx], np.nan)
+            out[key.replace("margin", "accuracy")] = {
+                "mean": float(right[ok].mean()) if ok.any() else None, "n": int(ok.sum()),
+                "interval": interval(np.nanmean(boot, axis=1)) if ok.any() else None}
     return out
 
 
@@ -279,7 +311,8 @@ def stage_search(cfg, log=print) -> dict:
     g, m = summary["gold"], summary["matches"]
     log("search: " + "; ".join(f"{k.replace('_', ' ')}: win {v['win']} / tie {v['tie']} / lose {v['lose']}"
                                for k, v in m.items()))
-    return {k: summary[k] for k in ("prompts", "gold", "matches", "cost", "examples", "rows_per_s", "seconds")
+    return {k: summary[k] for k in ("prompts", "gold", "matches", "cost", "examples", "rows_per_s", "seconds",
+                                    "steer_accuracy", "untuned_accuracy")
             if k in summary} | {"config": args, "models": {"large": cfg.strong.spec,
                                                            **{k: v.spec for k, v in small.items()}}}
 
@@ -304,6 +337,13 @@ def report_lines(result: dict) -> list[str]:
         lines.append(f"| {k} | {g[k]['mean']:.3f} [{lo:.3f}, {hi:.3f}] | {cost['generated_per_prompt']:.1f} | "
                      f"{cost['scored_per_prompt']:.1f} | {cost['scored_per_generated_token']:.3f} | {cost['score']:.3f} |")
     lines += [""] + match_lines({k.replace("_", " "): v for k, v in m.items()})
+    if result.get("steer_accuracy"):
+        st, un = result["steer_accuracy"], result["untuned_accuracy"]
+        ci = lambda a: f"[{a['interval'][0]:.3f}, {a['interval'][1]:.3f}]"  # noqa: E731
+        lines += ["", f"Does the steer carry the task? On the {st['n']} test pairs' ground truth, s(x, y) = "
+                  f"log pi_tuned - log pi_untuned scores the right solution above the wrong one on "
+                  f"{st['mean']:.3f} {ci(st)} of them; the untuned model's own log-likelihood does on "
+                  f"{un['mean']:.3f} {ci(un)} (chance 0.5). A steer near chance cannot lift the large model."]
     lines += ["", "Answers side by side:", "", "| prompt | cbs | bon | sample |", "|---|---|---|---|"]
     cell = lambda t: (t or "").replace("|", "/").replace("\n", " ")[:120]  # noqa: E731
     for e in result.get("examples", []):

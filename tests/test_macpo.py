@@ -99,6 +99,8 @@ def test_sft_examples_take_the_good_or_bad_solution_or_every_answer():
     assert [e["response"] for e in bad] == [" s0"]
     both = _examples(rows, {"t1": ["x"], "t2": [" y "]}, "{prompt}", "")
     assert [e["response"] for e in both] == [" x", " y"] and len({e["id"] for e in both}) == 2
+    # after a newline-ended prompt the answer starts at once (no space: it taught empty answers)
+    assert [e["response"] for e in _examples(rows, {"t1": ["x"]}, "{prompt}\nSolution:\n", "")] == ["x"]
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +147,14 @@ def test_macpo_run_initialises_iterates_and_judges(macpo_run):
     for v in res["matches"].values():
         assert v["win"] + v["tie"] + v["lose"] == v["n"] == 4
     assert "MACPO" in (cfg.root / "report.md").read_text() and (cfg.root / "macpo.png").is_file()
+
+
+@pytest.mark.parametrize("override, key", [("macpo.temperature=-0.5", "macpo.temperature"),
+                                           ("macpo.iterations=0", "macpo.iterations")])
+def test_bad_macpo_config_names_the_key(tmp_path, override, key):
+    from cluster.loader import load_config
+    from pipelines.run import RunConfig
+
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        load_config(RunConfig, Path(__file__).parents[1] / "configs" / "tiny_macpo.yaml",
+                    [f"run_dir={tmp_path}", override])

@@ -116,6 +116,25 @@ def test_search_run_decodes_three_ways_and_judges(search_run):
     assert "Weak-to-strong search" in (cfg.root / "report.md").read_text()
 
 
+def test_the_steer_margin_is_tuned_minus_untuned_on_the_true_pairs(search_run):
+    # recomputed in-process for one row: s(right) - s(wrong), s = log pi_tuned - log pi_untuned
+    cfg, metrics, _ = search_run
+    rows = {r["id"]: r for r in json.loads((cfg.root / "search" / "answers.json").read_text())}
+    first = _test_rows(cfg)[0]
+    be = BackendConfig(dtype="float32", max_length=128, max_batch_tokens=1024)
+    tuned = BackendActor("t", str(cfg.root / "search_tuned" / "model"), be)
+    untuned = BackendActor("u", cfg.weak.models[0].spec, be)
+    p = [rows[first["id"]]["prompt"]] * 2
+    ys = [" " + o.strip() for o in first["options"]]
+    s = [a - b for a, b in zip(tuned.response_logprobs(p, ys, [True, True]), untuned.response_logprobs(p, ys, [True, True]))]
+    y = first["label"]
+    assert rows[first["id"]]["steer_margin"] == pytest.approx(s[y] - s[1 - y], abs=1e-4)
+    margins = np.array([r["steer_margin"] for r in rows.values()])
+    acc = metrics["search"]["steer_accuracy"]
+    assert acc["n"] == 4 and acc["mean"] == pytest.approx(np.mean((margins > 0) + 0.5 * (margins == 0)))
+    assert "Does the steer carry the task?" in (cfg.root / "report.md").read_text()
+
+
 def test_the_tuned_model_is_dpo_of_the_untuned_one(search_run):
     from actors.registry import load_model
 
