@@ -14,7 +14,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from actors.backend import (BackendConfig, ModelBackend, apply_stop, check_stop, default_threads, encode_pairs,
                             encode_prompts, label_token_ids, resolve_dtype, stop_cut)
-from actors.packing import encode_option_rows, option_mean_logprobs, pack_rows, supports_packing
+from actors.packing import encode_option_rows, logprobs_at, option_mean_logprobs, pack_rows, supports_packing
 from actors.registry import load_model
 
 
@@ -118,8 +118,9 @@ class HFBackend(ModelBackend):
             ids, mask, pos = self._pad_left([seqs[i] for i in batch])
             keep = max(conts[i] for i in batch) + 1
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), -1)  # position t predicts token t+1
-            tok_logp = logp.gather(-1, ids[:, -keep + 1:].unsqueeze(-1)).squeeze(-1)
+            # position t predicts token t+1; chunked: [B, keep, V] at once does not fit large vocabularies
+            pos = torch.arange(keep - 1, device=ids.device).expand(len(batch), -1)
+            tok_logp = logprobs_at(logits[:, :-1], pos, ids[:, -keep + 1:])
             for r, i in enumerate(batch):
                 out[i] = tok_logp[r, -conts[i]:].tolist()
             self.tokens_seen += int(mask.sum())

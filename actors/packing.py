@@ -136,10 +136,25 @@ def option_token_logprobs(model, packed: dict, dtype=torch.float32) -> torch.Ten
     logits = model(input_ids=packed["input_ids"], attention_mask=mask, position_ids=packed["position_ids"],
                    logits_to_keep=packed["keep"]).logits
     b, k, c = packed["pred"].shape
-    lsm = torch.log_softmax(logits.float(), -1)  # [B, keep, V]
-    flat = packed["pred"].reshape(b, k * c) * lsm.shape[-1] + packed["cont_ids"].reshape(b, k * c)
-    lp = lsm.reshape(b, -1).gather(1, flat)
+    lp = logprobs_at(logits, packed["pred"].reshape(b, k * c), packed["cont_ids"].reshape(b, k * c))
     return lp.view(b, k, c) * packed["cont_mask"]
+
+
+# float32 elements of one log-softmax chunk (1 GiB): a batch's [B, T, V] at once did not fit
+# Gemma-3's 262k vocabulary (32 judge rows of ~70 kept positions: 7.5 GB in one actor, an OOM)
+LSM_CHUNK_ELEMENTS = 2**28
+
+
+def logprobs_at(logits: torch.Tensor, pos: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits[b, pos[b, n]])[ids[b, n]] -> [B, N], in float32, a few rows at a time
+    (the same values as one log_softmax over the whole batch, without its [B, T, V] copy)."""
+    b, t, v = logits.shape
+    rows = max(1, LSM_CHUNK_ELEMENTS // max(1, t * v))
+    parts = []
+    for s in range(0, b, rows):
+        lsm = torch.log_softmax(logits[s:s + rows].float(), -1)
+        parts.append(lsm.reshape(lsm.shape[0], -1).gather(1, pos[s:s + rows] * v + ids[s:s + rows]))
+    return torch.cat(parts)
 
 
 def option_mean_logprobs(model, packed: dict, dtype=torch.float32) -> torch.Tensor:

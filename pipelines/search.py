@@ -10,8 +10,9 @@ Stages, on a preference task (K = 2, e.g. embedded:piqa with the goal alone as t
   strong_ceiling  the strong model trained on the held_out ground truth: the gold judge
                   (P(a preferred over b) from its option scores, both orders averaged)
   search_tuned    the tuned small model: DPO of the untuned one on the weakly labelled held_out
-                  pairs (chosen = the solution the weak label prefers; TRL on Ray Train); its
-                  reference is the untuned model. Skipped when search.tuned.spec is given.
+                  pairs (chosen = the solution the weak label prefers; TRL on Ray Train), or with
+                  search.tune_on=weak_train on that split's ground-truth pairs; its reference is
+                  the untuned model. Skipped when search.tuned.spec is given.
   search          one streaming stage over the test prompts: the frozen large model (strong.spec,
                   role policy) decodes every prompt three ways, with the same sampling settings
                     cbs     chunk-level beam search (W, K, L; pipelines/cbs.py)
@@ -62,6 +63,10 @@ class SearchConfig:
     tuned: DerivedModelConfig = field(default_factory=DerivedModelConfig)  # "": search_tuned's DPO model
     untuned: DerivedModelConfig = field(default_factory=DerivedModelConfig)  # "": weak.models[0]
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(lr=5e-6, max_steps=20, max_length=192))
+    # the tuned model's DPO pairs: "weak_labels" (held_out, chosen by the weak label: the small model
+    # on its own labels) or "weak_train" (that split's ground truth: a small model aligned on human
+    # labels, as Zhou et al.'s tuned small models are)
+    tune_on: str = "weak_labels"
     tie_margin: float = 0.05  # |P(a preferred) - 0.5| <= tie_margin is a tie
     batch_rows: int = 4
     max_in_flight: int = 1
@@ -75,6 +80,8 @@ class SearchConfig:
             raise ValueError(f"temperature: must be > 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k: must be >= 0 (0: no filter), got {self.top_k}")
+        if self.tune_on not in ("weak_labels", "weak_train"):
+            raise ValueError(f"tune_on: must be weak_labels or weak_train, got {self.tune_on!r}")
         check_judged_answers(self)
 
     @property
@@ -122,12 +129,24 @@ def weak_pairs(rows: list[dict], prompt_format: str) -> list[dict]:
     return out
 
 
+def tuning_rows(cfg) -> list[dict]:
+    """The rows the tuned model's pairs come from, each with the label DPO prefers as weak_label."""
+    from pipelines.annotate import read_weak_labels
+    from pipelines.data import read_split
+
+    if cfg.search.tune_on == "weak_labels":
+        return read_weak_labels(cfg.root / "weak_labels").to_pylist()
+    if cfg.data.weak_train <= 0:
+        raise ValueError("data.weak_train: search.tune_on=weak_train needs ground-truth rows (weak_train > 0)")
+    rows = read_split(cfg.root / "data" / "weak_train")
+    return [{**r, "weak_label": int(r["label"])} for r in rows]
+
+
 def stage_tuned(cfg, log=print) -> dict:
     """DPO of the untuned small model on the weakly labelled held_out pairs (skipped when
     search.tuned.spec names a tuned model)."""
     import pyarrow.parquet as pq
 
-    from pipelines.annotate import read_weak_labels
     from pipelines.runner import StageConflict
     from training.dpo_trainer import DPOJob, run_dpo_stage
 
@@ -136,7 +155,7 @@ def stage_tuned(cfg, log=print) -> dict:
         return {"model_dir": cfg.search.tuned.spec, "trained": False}
     out = cfg.root / "search_tuned"
     out.mkdir(parents=True, exist_ok=True)
-    pairs = weak_pairs(read_weak_labels(cfg.root / "weak_labels").to_pylist(), cfg.search.prompt_format)
+    pairs = weak_pairs(tuning_rows(cfg), cfg.search.prompt_format)
     data = out / "pairs.parquet"
     table = pa.Table.from_pylist(pairs)
     if not data.is_file() or not pq.read_table(data).equals(table):
@@ -144,7 +163,8 @@ def stage_tuned(cfg, log=print) -> dict:
     untuned = untuned_model(cfg)
     job = DPOJob(name="search_tuned", policy=untuned.spec, out_dir=str(out), config=cfg.search.dpo, data=str(data))
     summary = run_dpo_stage(job, log, conflict=StageConflict)
-    return {**summary, "model_dir": str(out / "model"), "pairs": len(pairs), "trained": True}
+    return {**summary, "model_dir": str(out / "model"), "pairs": len(pairs), "trained": True,
+            "tune_on": cfg.search.tune_on}
 
 
 # ----------------------------------------------------------------------------- the search stage
@@ -314,7 +334,12 @@ def stage_search(cfg, log=print) -> dict:
     return {k: summary[k] for k in ("prompts", "gold", "matches", "cost", "examples", "rows_per_s", "seconds",
                                     "steer_accuracy", "untuned_accuracy")
             if k in summary} | {"config": args, "models": {"large": cfg.strong.spec,
-                                                           **{k: v.spec for k, v in small.items()}}}
+                                                           **{k: v.spec for k, v in small.items()}},
+                                "tuned_on": "given" if s.tuned.spec else s.tune_on}
+
+
+TUNED_ON = {"weak_labels": "tuned by DPO on the weak model's labels of the held_out pairs",
+            "weak_train": "tuned by DPO on the ground-truth weak_train pairs"}
 
 
 def report_lines(result: dict) -> list[str]:
@@ -323,7 +348,8 @@ def report_lines(result: dict) -> list[str]:
     d = c["decoders"]
     lines = ["## Weak-to-strong search (chunk-level beam search)", "",
              f"The frozen large model {result['models']['large']} decodes {result['prompts']} test prompts, steered by "
-             f"log pi_tuned - log pi_untuned ({result['models']['tuned']} vs {result['models']['untuned']}); "
+             f"log pi_tuned - log pi_untuned ({result['models']['tuned']} vs {result['models']['untuned']}; "
+             f"{TUNED_ON.get(result.get('tuned_on', 'weak_labels'), 'the tuned model as given')}); "
              f"CBS W={d['cbs']['width']} K={d['cbs']['successors']} L={d['cbs']['chunk_tokens'] or 'inf'}, Best-of-"
              f"{d['bon']['successors']} by the same score, plain sampling (temperature {c['temperature']}, top-k "
              f"{c['top_k']}, at most {c['max_new_tokens']} tokens). The gold judge is the strong model trained on "

@@ -4,6 +4,7 @@ real models, the summary by hand, and the search recipe end to end on a local Ra
 streaming stage, the gold judge)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -84,6 +85,26 @@ def test_summary_by_hand():
     assert s["matches"]["cbs_vs_bon"]["tie"] == 1  # 0.5 is a tie
     assert s["cost"]["cbs"]["scored_per_generated_token"] == pytest.approx(10 / 30)
     assert sum(s["gold"][d]["mean"] for d in gold) == pytest.approx(1.5)  # round robin: 3 pairs / 2
+
+
+def test_tune_on_weak_train_prefers_the_true_solution(tmp_path):
+    from cluster.loader import load_config
+    from pipelines.data import prepare_data
+    from pipelines.run import RunConfig
+    from pipelines.search import tuning_rows
+
+    tiny = Path(__file__).parents[1] / "configs" / "tiny_search.yaml"
+    cfg = load_config(RunConfig, tiny, [f"run_dir={tmp_path}", "search.tune_on=weak_train", "data.weak_train=6"])
+    prepare_data(cfg.data, cfg.root / "data", log=lambda m: None)
+    rows = tuning_rows(cfg)
+    pairs = weak_pairs(rows, cfg.search.prompt_format)
+    assert len(pairs) == 6 and all(p["chosen"] == " " + r["options"][r["label"]].strip() for p, r in zip(pairs, rows))
+    with pytest.raises(ValueError, match=r"search\.tune_on"):
+        load_config(RunConfig, tiny, [f"run_dir={tmp_path}", "search.tune_on=test"])
+    empty = load_config(RunConfig, tiny, [f"run_dir={tmp_path / 'e'}", "search.tune_on=weak_train"])
+    prepare_data(empty.data, empty.root / "data", log=lambda m: None)
+    with pytest.raises(ValueError, match=r"data\.weak_train"):
+        tuning_rows(empty)
 
 
 @pytest.fixture(scope="module")

@@ -102,3 +102,16 @@ def test_trainer_loss_and_grads_match_k_sequences(spec, norm, tmp_path):
 
 def _ctx(job):
     return LossContext(0, 1, job.train, torch.ones(1))
+
+
+def test_logprobs_at_in_row_chunks_equals_one_log_softmax(monkeypatch):
+    import actors.packing as P
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, 11, generator=g).to(torch.bfloat16)
+    pos = torch.randint(0, 7, (5, 4), generator=g)
+    ids = torch.randint(0, 11, (5, 4), generator=g)
+    full = torch.log_softmax(logits.float(), -1)
+    want = torch.stack([full[b, pos[b], ids[b]] for b in range(5)])
+    monkeypatch.setattr(P, "LSM_CHUNK_ELEMENTS", 2 * 7 * 11)  # two rows per chunk: 3 chunks
+    assert torch.equal(P.logprobs_at(logits, pos, ids), want)
