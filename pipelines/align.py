@@ -108,6 +108,17 @@ def match_summary(p: list[float], margin: float, n_boot: int = 2000, seed: int =
             "lose_rate_ci": interval(loses), "win_minus_lose_ci": interval(wins - loses)}
 
 
+def length_bias(a: list[str], b: list[str], p: list[float], margin: float) -> dict:
+    """How much a judge's verdicts follow answer length: over the rows the judge decides (|p - 0.5|
+    > margin) whose answers differ in length, the share where it prefers the longer one (0.5: no
+    lean); with each side's mean length in characters. None when no row qualifies."""
+    la, lb, x = np.array([len(t) for t in a]), np.array([len(t) for t in b]), np.asarray(p, dtype=np.float64)
+    use = (np.abs(x - 0.5) > margin) & (la != lb)
+    longer = ((x > 0.5) == (la > lb))[use]
+    return {"rows": int(use.sum()), "longer_preferred": float(longer.mean()) if use.any() else None,
+            "mean_chars_a": float(la.mean()), "mean_chars_b": float(lb.mean())}
+
+
 def match_lines(matches: dict[str, dict]) -> list[str]:
     """The report table of `match_summary` results, one row per match (named by its key)."""
     lines = ["| match | win | tie | lose | win rate [95% CI] | win - lose [95% CI] |", "|---|---|---|---|---|---|"]

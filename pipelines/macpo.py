@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipelines.align import check_judged_answers, match_lines, match_summary
+from pipelines.align import check_judged_answers, length_bias, match_lines, match_summary
 from pipelines.joint_annotate import after, render
 from pipelines.runner import Role, StreamStage, read_complete, run_stage
 from training.dpo_config import DPOConfig
@@ -362,7 +362,10 @@ def stage_eval(cfg, log=print) -> dict:
     def finalize(table: pa.Table, run: dict) -> dict:
         rows = table.to_pylist()
         ps = {k: [json.loads(r["p"])[k] for r in rows] for k in (f"{a} vs {b}" for a, b in matches)}
-        return {"matches": {k: match_summary(v, m.tie_margin) for k, v in ps.items()},
+        ans = [json.loads(r["answers"]) for r in rows]
+        length = {f"{a} vs {b}": length_bias([x[a] for x in ans], [x[b] for x in ans], ps[f"{a} vs {b}"], m.tie_margin)
+                  for a, b in matches}
+        return {"matches": {k: match_summary(v, m.tie_margin) for k, v in ps.items()}, "length": length,
                 "examples": [{"prompt": r["prompt"], **json.loads(r["answers"])} for r in rows[:6]]}
 
     summary = run_stage(StreamStage(
@@ -379,6 +382,7 @@ def stage_eval(cfg, log=print) -> dict:
     for k, v in summary["matches"].items():
         log(f"macpo_eval: {k}: win {v['win']} / tie {v['tie']} / lose {v['lose']}")
     return {"prompts": summary["rows"], "matches": summary["matches"], "examples": summary["examples"],
+            "length": summary.get("length"),
             "models": models, "iterations": m.iterations}
 
 
@@ -389,6 +393,14 @@ def report_lines(result: dict) -> list[str]:
              f"{result['prompts']} test prompts; the judge is the strong model trained on ground truth "
              "(strong_ceiling); 95% bootstrap intervals over prompts.", "",
              ] + match_lines(result["matches"])
+    if result.get("length"):  # a judge that prefers longer answers confounds the verdicts with length
+        lines += ["", "Length and the judge: each side's mean answer length, and over the decided matches with "
+                  "answers of different length, how often the judge prefers the longer one (0.5: no lean).", "",
+                  "| match | mean characters (a / b) | decided rows | judge prefers the longer answer |",
+                  "|---|---|---|---|"]
+        for k, v in result["length"].items():
+            share = "n/a" if v["longer_preferred"] is None else f"{v['longer_preferred']:.2f}"
+            lines.append(f"| {k} | {v['mean_chars_a']:.0f} / {v['mean_chars_b']:.0f} | {v['rows']} | {share} |")
     cell = lambda t: (t or "").replace("|", "/").replace("\n", " ")[:100]  # noqa: E731
     names = list(result["models"])
     lines += ["", "Answers side by side:", "", "| prompt | " + " | ".join(names) + " |",

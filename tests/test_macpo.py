@@ -146,7 +146,15 @@ def test_macpo_run_initialises_iterates_and_judges(macpo_run):
                                    "macpo_iter2 vs naive_sft", "macpo_iter2 vs conf_loss"}
     for v in res["matches"].values():
         assert v["win"] + v["tie"] + v["lose"] == v["n"] == 4
-    assert "MACPO" in (cfg.root / "report.md").read_text() and (cfg.root / "macpo.png").is_file()
+    assert set(res["length"]) == set(res["matches"])
+    for k, v in res["length"].items():  # recomputed from the stored answers and verdicts
+        a, b = k.split(" vs ")
+        rows = pq.read_table(root / "eval" / "_shards").to_pylist()
+        ans, p = [json.loads(r["answers"]) for r in rows], [json.loads(r["p"])[k] for r in rows]
+        assert v["mean_chars_a"] == pytest.approx(sum(len(x[a]) for x in ans) / len(ans))
+        assert v["rows"] == sum(abs(q - 0.5) > cfg.macpo.tie_margin and len(x[a]) != len(x[b]) for q, x in zip(p, ans))
+    report = (cfg.root / "report.md").read_text()
+    assert "MACPO" in report and "Length and the judge" in report and (cfg.root / "macpo.png").is_file()
 
 
 @pytest.mark.parametrize("override, key", [("macpo.temperature=-0.5", "macpo.temperature"),
@@ -158,3 +166,15 @@ def test_bad_macpo_config_names_the_key(tmp_path, override, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         load_config(RunConfig, Path(__file__).parents[1] / "configs" / "tiny_macpo.yaml",
                     [f"run_dir={tmp_path}", override])
+
+
+def test_length_bias_by_hand():
+    from pipelines.align import length_bias
+
+    a, b = ["long answer", "x", "same", "yy"], ["s", "much longer", "four", "zz"]
+    p = [0.9, 0.2, 0.9, 0.52]  # longer a wins; longer b wins; equal lengths; a tie (margin 0.05)
+    got = length_bias(a, b, p, 0.05)
+    assert got["rows"] == 2 and got["longer_preferred"] == 1.0
+    assert got["mean_chars_a"] == (11 + 1 + 4 + 2) / 4 and got["mean_chars_b"] == (1 + 11 + 4 + 2) / 4
+    assert length_bias(a, b, [0.1, 0.9, 0.5, 0.5], 0.05)["longer_preferred"] == 0.0
+    assert length_bias(["a"], ["b"], [0.9], 0.05)["longer_preferred"] is None
