@@ -366,7 +366,7 @@ def stage_eval(cfg, log=print) -> dict:
         length = {f"{a} vs {b}": length_bias([x[a] for x in ans], [x[b] for x in ans], ps[f"{a} vs {b}"], m.tie_margin)
                   for a, b in matches}
         return {"matches": {k: match_summary(v, m.tie_margin) for k, v in ps.items()}, "length": length,
-                "examples": [{"prompt": r["prompt"], **json.loads(r["answers"])} for r in rows[:6]]}
+                "examples": [{"prompt": r["prompt"], **a} for r, a in zip(rows[:6], ans)]}
 
     summary = run_stage(StreamStage(
         kind="macpo/eval", split_dir=root / "data" / "test", out_dir=root / "macpo" / "eval", label="macpo eval",

@@ -402,8 +402,8 @@ def bootstrap_runs(cfg: RunConfig) -> dict[str, tuple[str, str]]:
     its folder: bootstrap, bootstrap_<method>)."""
     if not cfg.strong.bootstrap:
         return {}
-    return {"bootstrap" if m == "naive" else f"bootstrap {m}": (m, "bootstrap" if m == "naive" else f"bootstrap_{m}")
-            for m in cfg.strong.bootstrap_methods}
+    names = {m: "bootstrap" if m == "naive" else f"bootstrap {m}" for m in cfg.strong.bootstrap_methods}
+    return {name: (m, name.replace(" ", "_", 1)) for m, name in names.items()}
 
 
 def weak_label_rows(cfg: RunConfig) -> list[dict]:

@@ -147,10 +147,11 @@ def test_macpo_run_initialises_iterates_and_judges(macpo_run):
     for v in res["matches"].values():
         assert v["win"] + v["tie"] + v["lose"] == v["n"] == 4
     assert set(res["length"]) == set(res["matches"])
+    rows = pq.read_table(root / "eval" / "_shards").to_pylist()
+    ans = [json.loads(r["answers"]) for r in rows]
     for k, v in res["length"].items():  # recomputed from the stored answers and verdicts
         a, b = k.split(" vs ")
-        rows = pq.read_table(root / "eval" / "_shards").to_pylist()
-        ans, p = [json.loads(r["answers"]) for r in rows], [json.loads(r["p"])[k] for r in rows]
+        p = [json.loads(r["p"])[k] for r in rows]
         assert v["mean_chars_a"] == pytest.approx(sum(len(x[a]) for x in ans) / len(ans))
         assert v["rows"] == sum(abs(q - 0.5) > cfg.macpo.tie_margin and len(x[a]) != len(x[b]) for q, x in zip(p, ans))
     report = (cfg.root / "report.md").read_text()
