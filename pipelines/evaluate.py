@@ -204,7 +204,29 @@ def result_lines(ev: dict) -> list[str]:
         sig = [f"{k} ({v['diff']:+.3f})" for k, v in diffs.items() if v["significant"]]
         lines += [f"Differences between W2S methods (paired bootstrap): {len(sig)} of {len(diffs)} significant"
                   + (": " + ", ".join(sig) if sig else "; every other gap is within noise") + ".", ""]
-    return lines
+    return lines + lm_lines(ev)
+
+
+def lm_lines(ev: dict, n_boot: int = 2000, seed: int = 0) -> list[str]:
+    """Burns et al.'s generative finetuning (strong.lm_finetune): each "<model> +lm" against the
+    same model without it, the paired difference with a bootstrap interval over the test rows."""
+    rc = ev.get("row_correct", {})
+    pairs = [(n[: -len(" +lm")], n) for n in rc if n.endswith(" +lm") and n[: -len(" +lm")] in rc]
+    if not pairs:
+        return []
+    right = {n: np.array([c == "1" for c in rc[n]], dtype=np.float64) for p in pairs for n in p}
+    n = len(next(iter(right.values())))
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    lines = ["Generative finetuning (`strong.lm_finetune`, seed 002: the LM loss on the unlabelled text first): "
+             "each model against the same model without it, paired bootstrap over the test rows.", "",
+             "| model | without | with +lm | difference [95% CI] | |", "|---|---|---|---|---|"]
+    for base, lm in pairs:
+        d = right[lm] - right[base]
+        lo, hi = interval(d[idx].mean(axis=1))
+        verdict = "within noise" if lo <= 0 <= hi else ("+lm better" if lo > 0 else "+lm worse")
+        lines.append(f"| {base} | {right[base].mean():.3f} | {right[lm].mean():.3f} | {d.mean():+.3f} "
+                     f"[{lo:+.3f}, {hi:+.3f}] | {verdict} |")
+    return lines + [""]
 
 
 def write_report(root: Path, metrics: dict, sections=()) -> Path:

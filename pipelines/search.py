@@ -177,7 +177,7 @@ def schema() -> pa.Schema:
                    (f"{d}_generated", pa.int64()), (f"{d}_samples", pa.int64()), (f"{d}_steps", pa.int64()),
                    (f"{d}_scored", pa.int64()), (f"{d}_calls", pa.int64())]
     fields += [(f"p_{a}_over_{b}", pa.float64()) for a, b in MATCHES]
-    fields += [("steer_margin", pa.float64()), ("untuned_margin", pa.float64())]
+    fields += [("steer_margin", pa.float64()), ("untuned_margin", pa.float64()), ("judge_margin", pa.float64())]
     return pa.schema(fields)
 
 
@@ -194,6 +194,14 @@ def pair_margins(rows: list[dict], prompts: list[str], tuned_lp: list[float], un
         s = [tuned_lp[2 * i + j] - untuned_lp[2 * i + j] for j in (0, 1)]
         out.append((s[y] - s[1 - y], untuned_lp[2 * i + y] - untuned_lp[2 * i + 1 - y]))
     return out
+
+
+def judge_margin(row: dict, p_first: float) -> float:
+    """P(the right solution preferred) - 0.5 from the judge's P(option 0 over option 1), on a K = 2
+    row (> 0: the judge is right); NaN on other rows."""
+    if len(row["options"]) != 2:
+        return float("nan")
+    return float(p_first) - 0.5 if int(row["label"]) == 0 else 0.5 - float(p_first)
 
 
 def search_batch(batch: pa.Table, *, actors: dict, search: dict, chat: dict) -> pa.Table:
@@ -235,6 +243,13 @@ def search_batch(batch: pa.Table, *, actors: dict, search: dict, chat: dict) -> 
                       untuned.response_logprobs.remote(ps2, ys2, [True] * len(two), chat["untuned"])])
     for r, (m_s, m_u) in zip(rows, pair_margins(rows, prompts, lt, lu)):
         out[r["id"]].update(steer_margin=m_s, untuned_margin=m_u)
+    # the gold judge on the same pairs: how far its verdicts can be trusted
+    # (the raw goal and solutions, as the judge renders and ranks the decoders' answers below)
+    opts = [(r["options"] + ["", ""])[:2] for r in rows]
+    p0 = ray.get(judge.compare.remote([r["prompt"] for r in rows], [o[0].strip() for o in opts],
+                                      [o[1].strip() for o in opts]))
+    for r, p in zip(rows, p0):
+        out[r["id"]]["judge_margin"] = judge_margin(r, p)
     for a, b in MATCHES:
         ra = [out[r["id"]][f"{a}_response"] or "(empty)" for r in rows]
         rb = [out[r["id"]][f"{b}_response"] or "(empty)" for r in rows]
@@ -275,7 +290,9 @@ def search_summary(table: pa.Table, margin: float, n_boot: int = 2000, seed: int
                           "scored_per_generated_token": float(np.sum(table[f"{d}_scored"].to_pylist()) / max(gen.sum(), 1)),
                           "score": float(np.mean(table[f"{d}_score"].to_pylist()))}
     if "steer_margin" in table.column_names:
-        for key in ("steer_margin", "untuned_margin"):
+        for key in ("steer_margin", "untuned_margin", "judge_margin"):
+            if key not in table.column_names:
+                continue
             m = np.asarray(table[key].to_pylist(), dtype=np.float64)
             right = np.where(m > 0, 1.0, np.where(m == 0, 0.5, 0.0))  # NaN (not a pair) -> 0; dropped below
             ok = ~np.isnan(m)
@@ -332,7 +349,7 @@ def stage_search(cfg, log=print) -> dict:
     log("search: " + "; ".join(f"{k.replace('_', ' ')}: win {v['win']} / tie {v['tie']} / lose {v['lose']}"
                                for k, v in m.items()))
     return {k: summary[k] for k in ("prompts", "gold", "matches", "cost", "examples", "rows_per_s", "seconds",
-                                    "steer_accuracy", "untuned_accuracy")
+                                    "steer_accuracy", "untuned_accuracy", "judge_accuracy")
             if k in summary} | {"config": args, "models": {"large": cfg.strong.spec,
                                                            **{k: v.spec for k, v in small.items()}},
                                 "tuned_on": "given" if s.tuned.spec else s.tune_on}
@@ -370,6 +387,11 @@ def report_lines(result: dict) -> list[str]:
                   f"log pi_tuned - log pi_untuned scores the right solution above the wrong one on "
                   f"{st['mean']:.3f} {ci(st)} of them; the untuned model's own log-likelihood does on "
                   f"{un['mean']:.3f} {ci(un)} (chance 0.5). A steer near chance cannot lift the large model."]
+    if result.get("judge_accuracy"):
+        ja = result["judge_accuracy"]
+        lines += ["", f"Is the judge right? On the same {ja['n']} pairs the gold judge prefers the right solution on "
+                  f"{ja['mean']:.3f} [{ja['interval'][0]:.3f}, {ja['interval'][1]:.3f}] of them (chance 0.5): the win "
+                  "rates above are only as good as this."]
     lines += ["", "Answers side by side:", "", "| prompt | cbs | bon | sample |", "|---|---|---|---|"]
     cell = lambda t: (t or "").replace("|", "/").replace("\n", " ")[:120]  # noqa: E731
     for e in result.get("examples", []):

@@ -102,6 +102,8 @@ def test_report_computes_the_deception_score(tmp_path):
     assert cells[3] == "-0.333" and cells[4] == "3" and cells[5] == "2" and cells[6].startswith("0.667 [")
     assert cells[7] == "0.600"  # random flips: S_k ∩ W_uk = {0, 2, 3} among the 5 rows naive gets right
     assert "bootstrapped" not in text  # no bootstrapped pair was evaluated
+    # the premise: naive right on 5 of 6 rows, the weak ensemble on 2 of 6
+    assert "Premise: w2s naive - weak ensemble = +0.500 [" in text
     # picks of the longest option on the 5 rows that have one: naive 0 / 5, explicit 3 / 5
     assert "| w2s naive | 0.000 |" in text and "| w2s conflict_explicit | 0.600 |" in text
 

@@ -59,3 +59,17 @@ def test_lm_finetune_run_tiny(tmp_path):
     w2s = metrics["stages"]["strong_w2s"]
     assert w2s["naive +lm"]["examples"] == w2s["naive"]["examples"]
     assert w2s["naive +lm"]["first_loss"] != pytest.approx(w2s["naive"]["first_loss"], abs=1e-6)
+    report = (tmp_path / "report.md").read_text()
+    assert "| strong ceiling |" in report.split("Generative finetuning")[1]  # the ceiling is compared too
+
+
+def test_lm_lines_pair_each_model_with_its_lm_twin():
+    from pipelines.evaluate import lm_lines
+
+    # 4 rows: naive right on 0, 1; naive +lm right on 0, 1, 2, 3 -> +0.500; every resample keeps the sign
+    ev = {"row_correct": {"w2s naive": "1100", "w2s naive +lm": "1111", "strong ceiling": "1111",
+                          "strong ceiling +lm": "1111", "weak a": "0000"}}
+    text = "\n".join(lm_lines(ev))
+    assert "| w2s naive | 0.500 | 1.000 | +0.500 [" in text
+    assert "| strong ceiling | 1.000 | 1.000 | +0.000 [+0.000, +0.000] | within noise |" in text
+    assert "weak a" not in text and lm_lines({"row_correct": {"w2s naive": "10"}}) == []

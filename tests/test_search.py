@@ -154,6 +154,19 @@ def test_the_steer_margin_is_tuned_minus_untuned_on_the_true_pairs(search_run):
     acc = metrics["search"]["steer_accuracy"]
     assert acc["n"] == 4 and acc["mean"] == pytest.approx(np.mean((margins > 0) + 0.5 * (margins == 0)))
     assert "Does the steer carry the task?" in (cfg.root / "report.md").read_text()
+    # the judge on the same pairs: its accuracy is the share of positive margins
+    jm = np.array([r["judge_margin"] for r in rows.values()])
+    ja = metrics["search"]["judge_accuracy"]
+    assert ja["n"] == 4 and ja["mean"] == pytest.approx(np.mean((jm > 0) + 0.5 * (jm == 0)))
+    assert np.all(np.abs(jm) <= 0.5) and "Is the judge right?" in (cfg.root / "report.md").read_text()
+
+
+def test_judge_margin_is_signed_by_the_true_label():
+    from pipelines.search import judge_margin
+
+    assert judge_margin({"options": ["a", "b"], "label": 0}, 0.8) == pytest.approx(0.3)
+    assert judge_margin({"options": ["a", "b"], "label": 1}, 0.8) == pytest.approx(-0.3)
+    assert np.isnan(judge_margin({"options": ["a", "b", "c"], "label": 1}, 0.8))
 
 
 def test_the_tuned_model_is_dpo_of_the_untuned_one(search_run):
