@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # longest first, so two lanes finish close together
 BENCHMARKS = ["score_throughput", "train_throughput", "seam_throughput", "serve_load", "scale_sim", "eval_pass",
-              "search_throughput"]
+              "search_throughput", "ray_report_cost"]
 TIMEOUT_S = 420
 
 
@@ -119,7 +119,16 @@ def _check_search(text: str) -> None:
     assert _row(text, "Best-of-4", "batched")[5] == "1" and _row(text, "sampling", "batched")[5] == "1"
 
 
-CHECKS = {"search_throughput": _check_search, "eval_pass": _check_eval, "score_throughput": _check_score, "train_throughput": _check_train, "seam_throughput": _check_seam,
+def _check_report(text: str) -> None:
+    ref = float(_row(text, "no report (reference)")[1])
+    every = float(_row(text, "ray.train.report every step (before)")[1])
+    w2s = float(next(x for x in text.splitlines() if x.startswith("| w2s:")).strip("|").split("|")[1])
+    # 5 steps of 0.05 s: a report per step waits for the controller's 2 s poll; w2s's rule reports
+    # once (the last step), on an empty queue
+    assert every > 1.0 and w2s < 2 * ref + 0.3
+
+
+CHECKS = {"ray_report_cost": _check_report, "search_throughput": _check_search, "eval_pass": _check_eval, "score_throughput": _check_score, "train_throughput": _check_train, "seam_throughput": _check_seam,
           "serve_load": _check_serve, "scale_sim": _check_scale}
 
 

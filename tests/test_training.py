@@ -48,6 +48,20 @@ def _param_delta(model_dir):
     return (trained[name].float() - init.state_dict()[name]).abs().max().item()
 
 
+def test_ray_gets_reports_at_checkpoints_and_the_end_not_every_step(examples, tmp_path):
+    # Ray Train V2's report queue holds one result until the controller's next poll (2 s): a report
+    # per step would hold every step to 2 s. 6 fast steps: the checkpoints (3, 6) only.
+    from training.sft_trainer import REPORT_EVERY_S, train_loop
+
+    calls = []
+    t0 = time.time()
+    train_loop(_job(tmp_path, examples, engine="torch"), 0, 1, None,
+               lambda m, d: calls.append((m["step"], d is not None)))
+    assert time.time() - t0 < REPORT_EVERY_S  # else a timed report is due and the list differs
+    assert calls == [(3, True), (6, True)]
+    assert [h["step"] for h in read_history(tmp_path)] == [1, 2, 3, 4, 5, 6]  # every step still logged
+
+
 @pytest.mark.parametrize("zero", [2, 3])
 def test_two_workers_deepspeed_zero(ray_cluster, examples, reference, tmp_path, zero):
     job = _job(tmp_path / f"z{zero}", examples, num_workers=2, cpus_per_worker=0.5, zero_stage=zero)
