@@ -328,9 +328,13 @@ def stage_search(cfg, log=print) -> dict:
         g = summary["gold"]
         return {**summary, "line": "gold win probability " + ", ".join(f"{d} {g[d]['mean']:.3f}" for d in DECODERS)}
 
+    # the tuned model's own fingerprint: a retrained search_tuned (same path, other pairs or
+    # settings) must not leave an old search standing
+    tuned_from = None if s.tuned.spec else json.loads((root / "search_tuned" / "_SUCCESS.json").read_text())["fingerprint"]
     summary = run_stage(StreamStage(
         kind="search", split_dir=root / "data" / "test", out_dir=root / "search", label="search",
         config={"search": args, "chat": chat, "large": cfg.strong.spec, "large_backend": asdict(large_backend),
+                "tuned_from": tuned_from,
                 "small": {k: {"spec": m.spec, "backend": asdict(m.backend)} for k, m in small.items()},
                 "judge": judge_dir, "judge_backend": asdict(cfg.strong.backend), "tie_margin": s.tie_margin},
         what="search", describe=f"CBS W={s.width} K={s.successors} L={s.chunk_tokens or 'inf'}, Best-of-{s.n}, "

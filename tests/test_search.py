@@ -192,6 +192,21 @@ def test_rerun_skips_every_stage(search_run):
     assert again["search"]["gold"] == metrics["search"]["gold"]
 
 
+def test_a_retrained_tuned_model_makes_the_old_search_conflict(search_run):
+    from pipelines.runner import StageConflict
+    from pipelines.search import stage_search
+
+    cfg, _, _ = search_run
+    ok = cfg.root / "search_tuned" / "_SUCCESS.json"
+    saved = ok.read_text()
+    try:
+        ok.write_text(json.dumps({**json.loads(saved), "fingerprint": "another"}))
+        with pytest.raises(StageConflict):
+            stage_search(cfg, log=lambda m: None)
+    finally:
+        ok.write_text(saved)
+
+
 def _test_rows(cfg):
     from pipelines.data import read_split
 
