@@ -32,7 +32,7 @@ def loop(cfg: dict) -> None:
     import ray.train
     import torch
 
-    from training.sft_trainer import REPORT_EVERY_S
+    from training.sft_trainer import report_due
 
     x = torch.randn(256, 256)
     t, n = time.time(), 0
@@ -47,8 +47,7 @@ def loop(cfg: dict) -> None:
         for step in range(cfg["steps"]):
             for _ in range(reps):
                 x = (x @ x).tanh()
-            if rule == "every step" or (rule == "w2s" and (step + 1 == cfg["steps"]
-                                                            or time.time() - last >= REPORT_EVERY_S)):
+            if rule == "every step" or (rule == "w2s" and report_due(step, cfg["steps"], last)):
                 ray.train.report({"rule": rule, "step": step})
                 last = time.time()
         out[rule] = (time.time() - t0) / cfg["steps"]

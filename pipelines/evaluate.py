@@ -72,6 +72,14 @@ def interval(samples) -> list[float] | None:
     return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))] if x.size else None
 
 
+def paired_difference(a, b, n_boot: int = 2000, seed: int = 0) -> tuple[float, list[float] | None]:
+    """mean(a - b) of two per-row correctness vectors on the same test rows, and its 95% paired
+    percentile bootstrap interval (the resample `bootstrap` draws with the same seed)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    return float(d.mean()), interval(d[idx].mean(axis=1))
+
+
 def pgr_interval(w2s, weak, ceiling) -> list[float] | None:
     """The interval of PGR over paired bootstrap accuracies (resamples with a zero gap dropped)."""
     gap = np.abs(ceiling - weak)
@@ -215,16 +223,13 @@ def lm_lines(ev: dict, n_boot: int = 2000, seed: int = 0) -> list[str]:
     if not pairs:
         return []
     right = {n: np.array([c == "1" for c in rc[n]], dtype=np.float64) for p in pairs for n in p}
-    n = len(next(iter(right.values())))
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     lines = ["Generative finetuning (`strong.lm_finetune`, seed 002: the LM loss on the unlabelled text first): "
              "each model against the same model without it, paired bootstrap over the test rows.", "",
              "| model | without | with +lm | difference [95% CI] | |", "|---|---|---|---|---|"]
     for base, lm in pairs:
-        d = right[lm] - right[base]
-        lo, hi = interval(d[idx].mean(axis=1))
+        d, (lo, hi) = paired_difference(right[lm], right[base], n_boot, seed)
         verdict = "within noise" if lo <= 0 <= hi else ("+lm better" if lo > 0 else "+lm worse")
-        lines.append(f"| {base} | {right[base].mean():.3f} | {right[lm].mean():.3f} | {d.mean():+.3f} "
+        lines.append(f"| {base} | {right[base].mean():.3f} | {right[lm].mean():.3f} | {d:+.3f} "
                      f"[{lo:+.3f}, {hi:+.3f}] | {verdict} |")
     return lines + [""]
 

@@ -48,6 +48,11 @@ CHECKPOINT_MARKER = "w2s_step.json"  # written last into each checkpoint: {"step
 REPORT_EVERY_S = 10.0
 
 
+def report_due(step: int, steps: int, last_report: float) -> bool:
+    """Whether 0-based `step` reports to Ray: the last step, or REPORT_EVERY_S since the last report."""
+    return step + 1 == steps or time.time() - last_report >= REPORT_EVERY_S
+
+
 @dataclass
 class TrainJob:
     """Everything one fine-tuning run needs; passed whole to the workers (no globals)."""
@@ -376,7 +381,7 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         mean_loss = float(np.mean(losses))
-        report_now = step + 1 == steps or time.time() - last_report >= REPORT_EVERY_S
+        report_now = report_due(step, steps, last_report)
         if world > 1:
             # rank 0's clock decides for all: every rank must call report the same number of times
             buf = torch.tensor([mean_loss, float(n_tok), float(report_now and rank == 0)], device=device)

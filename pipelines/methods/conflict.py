@@ -127,16 +127,14 @@ def score_interval(nc, c, sk, wu, n_boot: int = 2000, seed: int = 0) -> list[flo
 def premise_lines(right: dict, no_conflict: list[str], supervisor: str, n_boot: int = 2000) -> list[str]:
     """The score's premise: the no-conflict model beats its weak supervisor, so that there are rows
     it learned beyond what the supervisor can check (paired bootstrap over test rows)."""
-    from pipelines.evaluate import interval
+    from pipelines.evaluate import paired_difference
 
-    idx = np.random.default_rng(0).integers(0, len(right[supervisor]), size=(n_boot, len(right[supervisor])))
     out = []
     for nc in no_conflict:
-        d = right[nc] - right[supervisor]
-        lo, hi = interval(d[idx].mean(axis=1))
+        d, (lo, hi) = paired_difference(right[nc], right[supervisor], n_boot)
         verdict = ("it beats its supervisor" if lo > 0 else "it does not beat its supervisor (below)" if hi < 0
                    else "within noise of its supervisor")
-        out.append(f"Premise: {nc} - {supervisor} = {d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}.")
+        out.append(f"Premise: {nc} - {supervisor} = {d:+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}.")
     return out + ["The score asks where a conflict makes the W2S model drop what it learned beyond its weak "
                   "supervisor; without a W2S gain over the supervisor there is little such knowledge to drop."]
 
