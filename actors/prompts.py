@@ -43,6 +43,11 @@ class TemplateConfig:
             raise ValueError("option_line: must contain {option} (and {label} with letter labels)")
 
 
+def template_fields(template: str) -> set[str]:
+    """The fields a template fills: a subset of {"prompt", "options", "choices"}."""
+    return set(_FIELD.findall(template))
+
+
 def render(prompt: str, options: Sequence[str], order: Sequence[int], cfg: TemplateConfig) -> tuple[str, list[str]]:
     """Prompt text showing options in `order` (position j shows options[order[j]]), and what is
     scored for each shown position: its label string (answer: label) or its text (answer: text).

@@ -27,15 +27,12 @@ class RewardActor:
                 "node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
     def score_rows(self, prompts: list[str], responses: list[list[str]]) -> list[list[float]]:
-        """One score per response of each row: the scalar reward (bt, one batched call for all rows)
-        or the mean pairwise win probability within the row (judge)."""
-        if self.scorer.kind != "bt":
-            return [self.scorer.rank(p, r)["scores"] for p, r in zip(prompts, responses)]
-        flat = self.scorer.score([p for p, rs in zip(prompts, responses) for _ in rs], [x for rs in responses for x in rs])
-        out, i = [], 0
-        for rs in responses:
-            out.append(flat[i:i + len(rs)])
-            i += len(rs)
+        """One score per response of each row, every row in one batched call: the scalar reward
+        (bt) or the mean pairwise win probability within the row (judge)."""
+        multi = [k for k, rs in enumerate(responses) if len(rs) > 1]  # one response: nothing to rank
+        out = [[0.0] * len(rs) for rs in responses]
+        for k, r in zip(multi, self.scorer.rank_rows([prompts[k] for k in multi], [responses[k] for k in multi])):
+            out[k] = r["scores"]
         return out
 
     def tokens_seen(self) -> int:

@@ -50,7 +50,10 @@ def model_dirs(tmp_path_factory):
     judge_text = _save(lm, tok, root / "judge_text", "judge",
                        template={"template": "Question: {prompt}\nChoices: {options}\nAnswer:",
                                  "option_line": "{option}", "option_sep": ", ", "answer": "text"})
-    return {"bt": bt, "judge": judge, "judge_text": judge_text}
+    # configs/align.yaml's form: each solution a continuation of the prompt, the options not shown
+    judge_hidden = _save(lm, tok, root / "judge_hidden", "judge",
+                         template={"template": "{prompt}\nSolution:", "option_line": "{option}", "answer": "text"})
+    return {"bt": bt, "judge": judge, "judge_text": judge_text, "judge_hidden": judge_hidden}
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +127,7 @@ def test_bt_scorer(scorers):
         bt.rank(PROMPTS[0], ["only one"])
 
 
-@pytest.mark.parametrize("which", ["judge", "judge_text"])
+@pytest.mark.parametrize("which", ["judge", "judge_text", "judge_hidden"])
 def test_judge_scorer(scorers, which):
     judge = scorers[which]
     with pytest.raises(ValueError, match="bt reward model"):
@@ -137,13 +140,39 @@ def test_judge_scorer(scorers, which):
     assert sum(ranked["scores"]) == pytest.approx(len(RESPONSES) / 2, abs=1e-6)  # win rates share n(n-1)/2 wins
 
 
-def test_judge_win_rates_by_hand(scorers):
-    judge = scorers["judge"]
+@pytest.mark.parametrize("which", ["judge", "judge_hidden"])
+def test_judge_win_rates_by_hand(scorers, which):
+    judge = scorers[which]
     a, b, c = RESPONSES
     p_ab, p_ac, p_bc = judge.compare([PROMPTS[1]] * 3, [a, a, b], [b, c, c])
     ranked = judge.rank(PROMPTS[1], [a, b, c])
     expected = [(p_ab + p_ac) / 2, (1 - p_ab + p_bc) / 2, (2 - p_ac - p_bc) / 2]
     assert ranked["scores"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_hidden_options_judge_scores_each_response_once(scorers):
+    """With the options not shown, one order and one row of all responses give what the pairwise
+    judge in both orders gives (render + score_texts done by hand here), in fewer forward passes."""
+    from actors.prompts import render
+
+    hidden, shown = scorers["judge_hidden"], scorers["judge_text"]
+    assert hidden.options_hidden and not shown.options_hidden and not scorers["judge"].options_hidden
+    prompt, (a, b, c) = PROMPTS[2], RESPONSES
+    both = []
+    for order in ((0, 1), (1, 0)):
+        text, scored = render(prompt, [a, b], order, hidden.template)
+        both.append(hidden.backend.score_texts([text], [scored])[0])
+    p_ab = (both[0][0] + both[1][1]) / 2
+    assert both[0][0] == pytest.approx(both[1][1], abs=1e-6)  # hidden options: the order changes nothing
+    assert hidden.compare([prompt], [a], [b])[0] == pytest.approx(p_ab, abs=1e-6)
+    rows = hidden.rank_rows([prompt, PROMPTS[0]], [[a, b, c], [c, a]])
+    assert rows[0]["scores"][0] == pytest.approx((p_ab + hidden.compare([prompt], [a], [c])[0]) / 2, abs=1e-6)
+    assert rows[1]["scores"] == pytest.approx(hidden.rank(PROMPTS[0], [c, a])["scores"], abs=1e-6)  # = row by row
+    seen = hidden.backend.tokens_seen
+    hidden.rank(prompt, [a, b, c])
+    ranked = hidden.backend.tokens_seen - seen
+    hidden.judge([prompt] * 3, [a, a, b], [b, c, c])  # the 3 round-robin pairs, one order each
+    assert ranked < hidden.backend.tokens_seen - seen - ranked  # the prompt once, each response once
 
 
 def test_backend_reward_errors(model_dirs):
