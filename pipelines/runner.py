@@ -11,7 +11,10 @@ its finalize. The runner owns the rest, once:
   manifest    _SUCCESS.json: kind (which stage / method made it), fingerprint, rows, rows_new,
               seconds, rows_per_s, tokens (of the rows, summed over the `tokens` column), and
               the stage's summary
-  progress    a start line (roles, plan), an actors-ready line and the closing summary line
+  progress    a start line (roles, plan), an actors-ready line, a line with rows written, rate
+              and time left every `progress_every_s` while rows arrive (Ray Data's own progress
+              counts blocks, and a split of few shards reads 0/1 for the whole stage), and the
+              closing summary line
   recovery    a lost node or a dead actor (after the actors' own restarts and call retries) ends
               the attempt; the runner places the actors again on the nodes alive and resumes
               from the rows written, up to cluster.stage_restarts times; when they cannot be
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +83,7 @@ class StreamStage:
     describe: str = ""  # the start line's text
     # run[name] = the delta over this session of the sum of role's actors' method(): {name: (role, method)}
     counters: dict[str, tuple[str, str]] = field(default_factory=dict)
+    progress_every_s: float = 30.0  # a progress line at most this often, only when rows were written
 
     @property
     def shards_dir(self) -> Path:
@@ -158,10 +163,51 @@ def _stream(stage: StreamStage, plan, cluster_cfg, done: set[str], log, label: s
         ds = ds.map_batches(stage.batch_fn, batch_size=stage.batch_rows, batch_format="pyarrow", num_cpus=TASK_CPUS,
                             compute=ray.data.TaskPoolStrategy(size=stage.max_in_flight),
                             fn_kwargs={"actors": {n: g.actors for n, g in groups.items()}, **stage.batch_kwargs})
-        ds.write_parquet(str(stage.shards_dir), ray_remote_args={"num_cpus": TASK_CPUS})
+        pending = rows_in(stage.split_dir) - len(done)
+        with progress(label, stage.shards_dir, pending, log, stage.progress_every_s):
+            ds.write_parquet(str(stage.shards_dir), ray_remote_args={"num_cpus": TASK_CPUS})
         streamed = time.time() - t1
         after = _counters(groups, stage.counters)
     return {c: after[c] - before[c] for c in stage.counters}, streamed
+
+
+def rows_in(folder: Path) -> int:
+    """Rows of the complete Parquet files in `folder`, from their footers (a file still being
+    written has none yet and is not counted)."""
+    n = 0
+    for f in Path(folder).glob("*.parquet"):
+        with contextlib.suppress(Exception):
+            n += pq.ParquetFile(f).metadata.num_rows
+    return n
+
+
+def progress_line(label: str, written: int, total: int, seconds: float) -> str:
+    rate = written / seconds if seconds > 0 else 0.0
+    left = f", about {(total - written) / rate:.0f} s left" if rate > 0 and written < total else ""
+    return f"{label}: {written}/{total} rows in {seconds:.0f} s ({rate:.3f} rows/s{left})"
+
+
+@contextlib.contextmanager
+def progress(label: str, shards_dir: Path, total: int, log, every_s: float):
+    """While the body runs, log the rows newly written under `shards_dir` (of `total` pending)
+    every `every_s` seconds in which some arrived."""
+    stop, t0, start = threading.Event(), time.time(), rows_in(shards_dir)
+
+    def watch():
+        last = start
+        while not stop.wait(every_s):
+            n = rows_in(shards_dir)
+            if n != last:
+                log(progress_line(label, n - start, total, time.time() - t0))
+                last = n
+
+    thread = threading.Thread(target=watch, name=f"{label}-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 # what a lost node or a dead actor raises, at any depth of the chain Ray Data wraps it in

@@ -116,7 +116,7 @@ def test_report_without_a_no_conflict_model_says_so(tmp_path):
     assert "No (no-conflict, conflict) pair" in "\n".join(report(tmp_path, m))
 
 
-def test_deception_run_tiny(tmp_path):
+def test_deception_run_tiny(tmp_path, ray_cluster):
     """The tiny profile end to end: no-conflict, explicit and implicit conflict models, the
     bootstrapped naive and explicit chains, and the report's Deception Score table."""
     from pipelines.run import run

@@ -41,7 +41,7 @@ def test_method_must_also_run_without_lm(tmp_path):
                                       "strong.lm_finetune.enabled=true", "strong.lm_finetune.methods=[aux_conf]"])
 
 
-def test_lm_finetune_run_tiny(tmp_path):
+def test_lm_finetune_run_tiny(tmp_path, ray_cluster):
     from pipelines.run import run
 
     cfg = load_config(RunConfig, TINY, [f"run_dir={tmp_path}", "weak.finetune=false", "strong.methods=[naive]",

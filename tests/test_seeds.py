@@ -67,7 +67,7 @@ def test_seeded_config_and_errors(tmp_path):
         load_config(RunConfig, TINY, [f"run_dir={tmp_path}", "seeds=[1,1]"])
 
 
-def test_seeds_run_tiny(tmp_path):
+def test_seeds_run_tiny(tmp_path, ray_cluster):
     """Two seeds of a small tiny run: the zero-shot weak labels and the zero-shot eval are made once
     and reused, the training differs by seed, the aggregate is written."""
     from pipelines.run import run
