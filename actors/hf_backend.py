@@ -17,6 +17,9 @@ from actors.backend import (BackendConfig, ModelBackend, apply_stop, check_stop,
 from actors.packing import encode_option_rows, logprobs_at, option_mean_logprobs, pack_rows, supports_packing
 from actors.registry import load_model
 
+# kept logits per packed micro-batch (bf16: 256 MiB): rows x positions x vocabulary
+MAX_LOGIT_ELEMENTS = 2**27
+
 
 class HFBackend(ModelBackend):
     def __init__(self, spec: str, cfg: BackendConfig):
@@ -46,6 +49,17 @@ class HFBackend(ModelBackend):
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         for start, end in bucket_bounds([lengths[i] for i in order], budget or self.cfg.max_batch_tokens):
             yield order[start:end]
+
+    def _logit_capped(self, batches, keeps: list[int]):
+        """Micro-batches split further so that rows x kept positions x vocabulary stays within
+        MAX_LOGIT_ELEMENTS: Gemma-3's 262k vocabulary made 64-row batches of option texts cost
+        ~1.2 GB more per actor than 16-row ones, and an evaluation pass of 7 such actors ran out
+        of memory (docs/measurements.md)."""
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        for batch in batches:
+            rows = max(1, MAX_LOGIT_ELEMENTS // (vocab * max(keeps[i] for i in batch)))
+            for s in range(0, len(batch), rows):
+                yield batch[s:s + rows]
 
     def _pad_left(self, seqs: list[list[int]]):
         width = max(len(s) for s in seqs)
@@ -93,8 +107,9 @@ class HFBackend(ModelBackend):
             raise ValueError("score_texts: texts and answers differ in length")
         prompts, opts = encode_option_rows(self.tok, texts, answers, chat, self.cfg.max_length, self.spec)
         lengths = [len(p) + sum(len(c) for c in row) for p, row in zip(prompts, opts)]
+        keeps = [sum(len(c) for c in row) + 1 for row in opts]  # logit positions each row needs
         out: list[np.ndarray | None] = [None] * len(texts)
-        for batch in self._micro_batches(lengths):
+        for batch in self._logit_capped(self._micro_batches(lengths), keeps):
             packed = pack_rows([prompts[i] for i in batch], [opts[i] for i in batch], self.tok.pad_token_id)
             packed = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in packed.items()}
             s = option_mean_logprobs(self.model, packed, self.dtype).double().cpu().numpy()

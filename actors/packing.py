@@ -140,9 +140,10 @@ def option_token_logprobs(model, packed: dict, dtype=torch.float32) -> torch.Ten
     return lp.view(b, k, c) * packed["cont_mask"]
 
 
-# float32 elements of one log-softmax chunk (1 GiB): a batch's [B, T, V] at once did not fit
-# Gemma-3's 262k vocabulary (32 judge rows of ~70 kept positions: 7.5 GB in one actor, an OOM)
-LSM_CHUNK_ELEMENTS = 2**28
+# float32 elements of one log-softmax chunk (256 MiB): a batch's [B, T, V] at once did not fit
+# Gemma-3's 262k vocabulary (32 judge rows of ~70 kept positions: 7.5 GB in one actor, an OOM),
+# and 1 GiB chunks in each of an evaluation pass's 7 actors did not either
+LSM_CHUNK_ELEMENTS = 2**26
 
 
 def logprobs_at(logits: torch.Tensor, pos: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

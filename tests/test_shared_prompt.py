@@ -63,6 +63,29 @@ def test_backend_scores_match_k_sequences(spec):
     assert packed.tokens_seen < plain.tokens_seen
 
 
+def test_logit_cap_splits_micro_batches_same_scores(monkeypatch):
+    """A micro-batch whose kept logits (rows x positions x vocabulary) exceed MAX_LOGIT_ELEMENTS is
+    split: the same probabilities, more forward calls, no call above the cap (one row always runs)."""
+    import actors.hf_backend as H
+
+    texts, answers = _texts()
+    b = HFBackend("tiny:llama:3", BackendConfig(dtype="float32", threads=1))
+    want = b.score_texts(texts, answers)
+    vocab = b.model.get_output_embeddings().weight.shape[0]
+    calls = []
+    real = H.pack_rows
+    monkeypatch.setattr(H, "pack_rows", lambda p, o, pad: calls.append(len(p)) or real(p, o, pad))
+    b.score_texts(texts, answers)
+    assert calls == [3]  # one micro-batch without the cap
+    calls.clear()
+    # a cap of 5 positions of logits: one row per call
+    monkeypatch.setattr(H, "MAX_LOGIT_ELEMENTS", vocab * 5)
+    got = b.score_texts(texts, answers)
+    assert len(calls) > 1 and max(calls) < 3
+    for x, y in zip(got, want):
+        assert np.abs(x - y).max() < TOL
+
+
 def test_backend_bf16_close():
     """bf16 (the CPU default): the two paths agree to bf16 rounding."""
     texts, answers = _texts()
