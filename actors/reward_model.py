@@ -110,6 +110,12 @@ def win_rates(n: int, pairs: list[tuple[int, int]], p_first: list[float]) -> lis
     return [w / (n - 1) for w in wins]
 
 
+def regroup(flat: list, sizes: list[int]) -> list[list]:
+    """`flat` cut into consecutive groups of `sizes` (the inverse of flattening rows of lists)."""
+    cut = np.cumsum([0] + list(sizes))
+    return [list(flat[cut[k]:cut[k + 1]]) for k in range(len(sizes))]
+
+
 def ranking(scores: list[float]) -> dict:
     """Best first (ties: earlier index first); chosen = argmax, rejected = argmin (indices)."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
@@ -183,10 +189,10 @@ class RewardScorer:
     def judge(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         """Judge P(a preferred over b): P(a) in both option orders, averaged (cancels position bias);
         one order when the options are hidden (both orders score the same texts)."""
+        pairs = [[x, y] for x, y in zip(a, b)]
         if self.options_hidden:
-            return [float(p[0]) for p in self._probs(prompts, [[x, y] for x, y in zip(a, b)])]
-        ab = self._probs(prompts, [[x, y] for x, y in zip(a, b)], (0, 1))
-        ba = self._probs(prompts, [[x, y] for x, y in zip(a, b)], (1, 0))
+            return [float(p[0]) for p in self._probs(prompts, pairs)]
+        ab, ba = self._probs(prompts, pairs, (0, 1)), self._probs(prompts, pairs, (1, 0))
         # order (0, 1) shows a first; order (1, 0) shows a second
         return [float(p[0] + q[1]) / 2 for p, q in zip(ab, ba)]
 
@@ -205,8 +211,7 @@ class RewardScorer:
             raise ValueError(f"responses: rank needs at least 2 responses, got {bad[0]}")
         if self.kind == "bt":
             flat = self.score([p for p, rs in zip(prompts, responses) for _ in rs], [x for rs in responses for x in rs])
-            cut = np.cumsum([0] + [len(rs) for rs in responses])
-            return [ranking(flat[cut[k]:cut[k + 1]]) for k in range(len(responses))]
+            return [ranking(r) for r in regroup(flat, [len(rs) for rs in responses])]
         pairs = [round_robin(len(rs)) for rs in responses]
         if self.options_hidden:
             probs = self._probs(prompts, responses)
@@ -215,8 +220,7 @@ class RewardScorer:
             flat = self.judge([p for p, pr in zip(prompts, pairs) for _ in pr],
                               [rs[i] for rs, pr in zip(responses, pairs) for i, _ in pr],
                               [rs[j] for rs, pr in zip(responses, pairs) for _, j in pr])
-            cut = np.cumsum([0] + [len(pr) for pr in pairs])
-            p_first = [flat[cut[k]:cut[k + 1]] for k in range(len(pairs))]
+            p_first = regroup(flat, [len(pr) for pr in pairs])
         return [ranking(win_rates(len(rs), pr, p)) for rs, pr, p in zip(responses, pairs, p_first)]
 
     @property

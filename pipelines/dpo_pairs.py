@@ -100,14 +100,13 @@ def pairs_batch(batch: pa.Table, *, actors: dict, kind: str, weights: list[float
         client = RewardClient(cfg.endpoint, endpoint_token)
         scores = [client.rank(r["prompt"], c)["scores"] if len(c) > 1 else [0.0] for r, c in zip(rows, cands)]
     else:
+        from actors.reward_model import regroup
+
         flat_p = [p for p, c in zip(prompts, cands) for _ in c]
         flat_c = [" " + x for c in cands for x in c]
         per_model = ray.get([a.sequence_logprobs.remote(flat_p, flat_c) for a in scorers])
-        flat = weak_ensemble_scores([[lp for lp, _ in m] for m in per_model], weights)
-        scores, i = [], 0
-        for c in cands:
-            scores.append(flat[i:i + len(c)])
-            i += len(c)
+        scores = regroup(weak_ensemble_scores([[lp for lp, _ in m] for m in per_model], weights),
+                         [len(c) for c in cands])
     out = []
     for r, p, c, s in zip(rows, prompts, cands, scores):
         pair = pick_pair(c, s)

@@ -23,6 +23,13 @@ def test_weak_ensemble_scores_eq10_eq11_by_hand():
     assert pick_pair(["a", "a", "b"], [1.0, 1.0, 0.5]) == (0, 2)
 
 
+def test_regroup_inverts_flattening():
+    from actors.reward_model import regroup
+
+    assert regroup([1, 2, 3, 4, 5, 6], [2, 1, 3]) == [[1, 2], [3], [4, 5, 6]]
+    assert regroup([], [0, 0]) == [[], []]
+
+
 def test_win_tie_lose_counts():
     out = win_tie_lose([0.9, 0.5, 0.52, 0.1, 0.56], margin=0.05)
     assert (out["win"], out["tie"], out["lose"], out["n"]) == (2, 2, 1, 5)
