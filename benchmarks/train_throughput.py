@@ -12,7 +12,8 @@ per option) through
   ray       the same loop on Ray Train (1 worker with every CPU), engine torch and engine deepspeed
             (ZeRO-2), timed from its step log; "x in-process" is its tokens/s over the same engine's
             in-process loop, and the job's start-up + model saving (the job's wall time less its
-            step log's span) is printed beside it.
+            step log's span) is printed beside it; once per worker allocator of --ray-allocators
+            (OptimConfig.allocator: jemalloc, the default, or glibc; cluster.config says why).
   Training FLOPs per token: 6 x non-embedding params + 12 x layers x seq_len x hidden (PaLM's
   convention: forward + backward), plus the output projection at the answer position per row.
 Answer text (the quickstart's strong training: configs/quickstart.yaml's template with answer: text,
@@ -215,6 +216,8 @@ def main():
     ap.add_argument("--text-steps", type=int, default=12, help="steps of each answer-text run (0: no text rows)")
     ap.add_argument("--skip-labels", action="store_true", help="answer-text rows only")
     ap.add_argument("--skip-ray", action="store_true", help="no Ray Train row")
+    ap.add_argument("--ray-allocators", default="jemalloc,glibc",
+                    help="Ray Train rows per worker allocator (OptimConfig.allocator): jemalloc, glibc or both")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--smoke", action="store_true", help=f"tiny random models, 2 steps, seconds: {SMOKE}")
     args = ap.parse_args()
@@ -285,12 +288,14 @@ def bench_labels(args, work: Path) -> list:
 
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         try:
-            for engine in ("torch", "deepspeed"):
-                job = make_job(str(work / f"ray_{engine}"), args.steps, args.micro_batch, engine, args.spec)
+            for engine, alloc in [(e, a) for a in args.ray_allocators.split(",") for e in ("torch", "deepspeed")]:
+                job = make_job(str(work / f"ray_{engine}_{alloc}"), args.steps, args.micro_batch, engine, args.spec)
                 job.train.cpus_per_worker = os.cpu_count()
+                job.train.allocator = alloc
                 summary = fit(job, lambda s: None)
                 secs, toks = timed_history(job.out_dir, args.warmup)
-                name = f"Ray Train, 1 worker, engine {engine}" + (" (ZeRO-2)" if engine == "deepspeed" else "")
+                name = (f"Ray Train, 1 worker, engine {engine}" + (" (ZeRO-2)" if engine == "deepspeed" else "")
+                        + f", allocator {alloc}")
                 results.append((name, secs, toks))
                 overhead = summary["seconds"] - read_history_span(job.out_dir)
                 print(f"ray {engine}: {toks / secs:.0f} tokens/s; job start-up + saving {overhead:.1f} s", flush=True)

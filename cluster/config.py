@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # glibc returns large freed blocks to the OS and mmaps fresh (zeroed) pages for the next batch;
 # with batches of varying shape that cost ~10% of a CPU forward (docs/measurements.md).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296",
               "MALLOC_TOP_PAD_": "1073741824"}
+# Those settings reach only glibc's main arena. A thread's arena cannot hold a block over 64 MB, so
+# in a thread (Ray Train runs the training loop in one) every such block (an embedding gradient,
+# ZeRO's flat buffers) is a fresh mmap, page-faulted each step: the same loop ran at 0.65 of its
+# main-thread speed under ZeRO-2. jemalloc with purging off serves them from its cache in any
+# thread; Ray's wheel ships it for its own daemons (docs/measurements.md).
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+ALLOCATORS = ("jemalloc", "glibc")
+
+
+def jemalloc_path() -> str | None:
+    """Ray's bundled jemalloc (ray/core/libjemalloc.so), or None where this Ray build lacks it."""
+    import ray
+
+    lib = Path(ray.__file__).parent / "core" / "libjemalloc.so"
+    return str(lib) if lib.is_file() else None
+
+
+def allocator_env(allocator: str) -> dict[str, str]:
+    """Environment that selects a worker process's allocator: 'jemalloc' (preloaded, purging off;
+    glibc's settings where Ray ships no jemalloc) or 'glibc' (MALLOC_ENV)."""
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"allocator: must be one of {ALLOCATORS}, got {allocator!r}")
+    lib = jemalloc_path() if allocator == "jemalloc" else None
+    if lib is None:
+        return dict(MALLOC_ENV)
+    return {"LD_PRELOAD": lib, "MALLOC_CONF": JEMALLOC_CONF}
 
 
 @dataclass

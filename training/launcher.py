@@ -136,12 +136,13 @@ def latest_checkpoint(storage: Path, marker: str, step_key: str) -> Path | None:
     return found[-1].parent if found else None
 
 
-def worker_env(use_gpu: bool, extra: dict | None = None) -> dict:
-    """Environment of the Ray Train workers: the allocator settings, the caller's extras and, on
-    CPU, DS_ACCELERATOR=cpu (explicit: DeepSpeed otherwise warns on every worker)."""
-    from cluster.config import MALLOC_ENV
+def worker_env(use_gpu: bool, extra: dict | None = None, allocator: str = "jemalloc") -> dict:
+    """Environment of the Ray Train workers: the allocator (cluster.config.allocator_env), the
+    caller's extras and, on CPU, DS_ACCELERATOR=cpu (explicit: DeepSpeed otherwise warns on every
+    worker)."""
+    from cluster.config import allocator_env
 
-    env = {**MALLOC_ENV, **(extra or {})}
+    env = {**allocator_env(allocator), **(extra or {})}
     if not use_gpu:
         env["DS_ACCELERATOR"] = "cpu"
     return env
@@ -159,7 +160,7 @@ def torch_trainer(worker: Callable, job, cfg, *, name: str, storage: Path, use_g
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=str(storage),
-                             worker_runtime_env={"env_vars": worker_env(use_gpu, env)},
+                             worker_runtime_env={"env_vars": worker_env(use_gpu, env, cfg.allocator)},
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )

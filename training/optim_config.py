@@ -46,6 +46,8 @@ class OptimConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 0  # steps between checkpoints (0: none in between)
     max_failures: int = 1  # Ray Train restarts the workers from the last checkpoint this often
+    # Ray Train workers' allocator: jemalloc (Ray's own copy, preloaded) | glibc; why: cluster.config
+    allocator: str = "jemalloc"
     seed: int = 0
 
     def __post_init__(self):
@@ -69,6 +71,7 @@ class OptimConfig:
             (self.grad_clip > 0, "grad_clip", "must be > 0"),
             (self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0"),
             (self.max_failures >= 0, "max_failures", "must be >= 0"),
+            (self.allocator in ("jemalloc", "glibc"), "allocator", "must be jemalloc or glibc"),
             (self.seed >= 0, "seed", "must be >= 0"),  # numpy's generators refuse negative seeds
         ])
 
