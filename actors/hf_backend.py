@@ -13,7 +13,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from actors.backend import (BackendConfig, ModelBackend, apply_stop, check_stop, default_threads, encode_pairs,
-                            encode_prompts, label_token_ids, resolve_dtype, stop_cut)
+                            encode_prompts, label_token_ids, resolve_dtype, stop_cut, trim_heap)
 from actors.packing import encode_option_rows, logprobs_at, option_mean_logprobs, pack_rows, supports_packing
 from actors.registry import load_model
 
@@ -31,6 +31,8 @@ class HFBackend(ModelBackend):
         head = "classifier" if cfg.head == "classifier" else "causal_lm"
         self.model, self.tok = load_model(spec, head, dtype=self.dtype, device=self.device)
         self.model.eval()
+        if self.device == "cpu":
+            trim_heap()  # the load's freed staging buffers (cluster.config keeps glibc from trimming)
         if cfg.compile:
             # dynamic: batches differ in rows and length; one graph serves them all
             self.model = torch.compile(self.model, dynamic=True)
