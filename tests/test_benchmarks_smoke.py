@@ -78,9 +78,11 @@ def _check_score(text: str) -> None:
 
 def _check_train(text: str) -> None:
     for name in ("plain PyTorch loop: fp32, full logits, AdamW default", "train_loop in-process, engine torch",
-                 "train_loop in-process, engine deepspeed", "Ray Train, 1 worker, engine torch",
-                 "Ray Train, 1 worker, engine deepspeed (ZeRO-2)"):
+                 "train_loop in-process, engine deepspeed"):
         _row(text, name)
+    for alloc in ("jemalloc", "glibc"):  # the Ray Train rows, once per worker allocator
+        for engine in ("torch", "deepspeed (ZeRO-2)"):
+            _row(text, f"Ray Train, 1 worker, engine {engine}, allocator {alloc}")
     for spec in ("tiny:llama:1", "tiny:gemma3:1"):
         ref, packed = _row(text, spec, "K sequences"), _row(text, spec, "shared prompt (packed)")
         assert abs(float(ref[8]) - float(packed[8])) < 1e-2, "step-1 loss differs between the two paths"
