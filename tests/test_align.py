@@ -132,3 +132,33 @@ def test_rerun_skips_every_alignment_stage(align_run):
     for stage in ("reward_ceiling: complete, skipped", "reward_model: complete, skipped",
                   "dpo_pairs: complete, skipped", "dpo dpo: complete, skipped"):
         assert stage in text, stage
+
+
+def test_weak_ensemble_scorer_end_to_end(align_run, tmp_path):
+    """The DPO pair stage with `align.pairs.scorer: weak` (seed 003 Eq. 10-11) on the same held-out
+    prompts: the weak actors' scores equal Eq. 10-11 recomputed in this process from each weak
+    model's teacher-forced log-probabilities of the very responses the policy wrote."""
+    from dataclasses import replace
+
+    from actors.base import make_backend
+    from pipelines.dpo_pairs import pairs_stage
+
+    cfg, _, _ = align_run
+    weak = cfg.weak.labelling(cfg.root)
+    pcfg = replace(cfg.align.pairs, scorer="weak")
+    summary = pairs_stage(cfg.root / "data" / "held_out", tmp_path / "pairs", pcfg, cfg.policy_spec,
+                          replace(cfg.policy.backend, head="lm"), None, cfg.reward.backend, weak, cfg.cluster,
+                          lambda s: None)
+    table = pq.read_table(tmp_path / "pairs" / "_shards").to_pylist()  # every prompt, pairs or not
+    assert len(table) == 16 and summary["prompts"] == 16 and summary["pairs"] > 0
+    prompts = [r["prompt"] for r in table for _ in r["responses"]]
+    conts = [" " + x for r in table for x in r["responses"]]
+    logps = [[lp for lp, _ in make_backend(m.spec, m.backend).sequence_logprobs(prompts, conts)] for m in weak.models]
+    expect = weak_ensemble_scores(logps, list(weak.weights))
+    got = [s for r in table for s in r["scores"]]
+    # random tiny models give sequence probabilities near 1e-30: compare their logarithms
+    assert min(got) > 0 and np.log(got) == pytest.approx(np.log(expect), abs=1e-3)
+    assert len({round(float(x), 3) for x in np.log(got)}) > len(table)  # the scores do differ
+    pairs = pq.read_table(tmp_path / "pairs" / "train.parquet").to_pylist()
+    for p in pairs:
+        assert p["score_chosen"] == max(p["scores"]) and p["chosen"] != p["rejected"]
