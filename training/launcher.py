@@ -154,13 +154,15 @@ def torch_trainer(worker: Callable, job, cfg, *, name: str, storage: Path, use_g
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from training.optim_config import resolve_allocator
+
     return TorchTrainer(
         worker, train_loop_config=job,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=str(storage),
-                             worker_runtime_env={"env_vars": worker_env(use_gpu, env, cfg.allocator)},
+                             worker_runtime_env={"env_vars": worker_env(use_gpu, env, resolve_allocator(cfg))},
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
