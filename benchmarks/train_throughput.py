@@ -13,7 +13,7 @@ per option) through
             (ZeRO-2), timed from its step log; "x in-process" is its tokens/s over the same engine's
             in-process loop, and the job's start-up + model saving (the job's wall time less its
             step log's span) is printed beside it; once per worker allocator of --ray-allocators
-            (OptimConfig.allocator: jemalloc, the default, or glibc; cluster.config says why).
+            (OptimConfig.allocator set to jemalloc or glibc, not auto; cluster.config says why).
   Training FLOPs per token: 6 x non-embedding params + 12 x layers x seq_len x hidden (PaLM's
   convention: forward + backward), plus the output projection at the answer position per row.
 Answer text (the quickstart's strong training: configs/quickstart.yaml's template with answer: text,
@@ -298,7 +298,8 @@ def bench_labels(args, work: Path) -> list:
                         + f", allocator {alloc}")
                 results.append((name, secs, toks))
                 overhead = summary["seconds"] - read_history_span(job.out_dir)
-                print(f"ray {engine}: {toks / secs:.0f} tokens/s; job start-up + saving {overhead:.1f} s", flush=True)
+                print(f"ray {engine} {alloc}: {toks / secs:.0f} tokens/s; job start-up + saving {overhead:.1f} s",
+                      flush=True)
                 OVERHEADS[name] = overhead
         finally:
             ray.shutdown()

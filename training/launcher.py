@@ -136,10 +136,10 @@ def latest_checkpoint(storage: Path, marker: str, step_key: str) -> Path | None:
     return found[-1].parent if found else None
 
 
-def worker_env(use_gpu: bool, extra: dict | None = None, allocator: str = "jemalloc") -> dict:
-    """Environment of the Ray Train workers: the allocator (cluster.config.allocator_env), the
-    caller's extras and, on CPU, DS_ACCELERATOR=cpu (explicit: DeepSpeed otherwise warns on every
-    worker)."""
+def worker_env(use_gpu: bool, extra: dict | None, allocator: str) -> dict:
+    """Environment of the Ray Train workers: the allocator (already resolved by
+    training.optim_config.resolve_allocator; cluster.config.allocator_env), the caller's extras and,
+    on CPU, DS_ACCELERATOR=cpu (explicit: DeepSpeed otherwise warns on every worker)."""
     from cluster.config import allocator_env
 
     env = {**allocator_env(allocator), **(extra or {})}

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cluster.config import ALLOCATORS as WORKER_ALLOCATORS
+
 ENGINES = ("deepspeed", "torch")
 PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 USE_GPU = ("auto", "true", "false")
-ALLOCATORS = ("auto", "jemalloc", "glibc")
+ALLOCATORS = ("auto", *WORKER_ALLOCATORS)  # auto: resolve_allocator
 
 
 @dataclass
