@@ -1,6 +1,6 @@
 """Training throughput: tokens/s and model FLOP utilization (MFU).
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 12] [--micro-batch 8] [--text-steps 12] \
+    .venv/bin/python benchmarks/train_throughput.py [--steps 12] [--micro-batch 8] [--text-steps 12] [--repeats 1] \
         [--text-models embedded:smollm2-135m-instruct,embedded:gemma3-270m] [--out benchmarks/results]
     .venv/bin/python benchmarks/train_throughput.py --smoke --out /tmp/x   # tiny models, 2 steps, seconds
 
@@ -14,6 +14,9 @@ per option) through
             in-process loop, and the job's start-up + model saving (the job's wall time less its
             step log's span) is printed beside it; once per worker allocator of --ray-allocators
             (OptimConfig.allocator set to jemalloc or glibc, not auto; cluster.config says why).
+  --repeats N runs the in-process and Ray rows N times, alternated (this machine's speed drifts by
+            10-15% between runs of the same loop): tokens/s pooled over the repeats, "x in-process"
+            and the start-up as the median (range) of the per-repeat figures.
   Training FLOPs per token: 6 x non-embedding params + 12 x layers x seq_len x hidden (PaLM's
   convention: forward + backward), plus the output projection at the answer position per row.
 Answer text (the quickstart's strong training: configs/quickstart.yaml's template with answer: text,
@@ -42,6 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,14 +220,18 @@ def main():
     ap.add_argument("--text-steps", type=int, default=12, help="steps of each answer-text run (0: no text rows)")
     ap.add_argument("--skip-labels", action="store_true", help="answer-text rows only")
     ap.add_argument("--skip-ray", action="store_true", help="no Ray Train row")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of each in-process and Ray Train row, alternated; tokens/s pooled, ratios per repeat")
     ap.add_argument("--ray-allocators", default="jemalloc,glibc",
-                    help="Ray Train rows per worker allocator (OptimConfig.allocator): jemalloc, glibc or both")
+                    help="Ray Train rows per worker allocator (OptimConfig.allocator): comma-separated of jemalloc, glibc, auto")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--smoke", action="store_true", help=f"tiny random models, 2 steps, seconds: {SMOKE}")
     args = ap.parse_args()
     if args.smoke:
         for k, v in SMOKE.items():
             setattr(args, k, v)
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be >= 1")
     if min(args.steps, args.text_steps or args.warmup + 1) <= args.warmup or args.warmup < 1:
         raise SystemExit("--steps and --text-steps must exceed --warmup (>= 1): the timed span starts after it")
     torch.set_num_threads(os.cpu_count())
@@ -259,9 +267,6 @@ def main():
     plot(results, text, out / "train_throughput.png")
 
 
-OVERHEADS: dict[str, float] = {}  # Ray Train row -> the job's seconds outside its step loop
-
-
 def read_history_span(out: str) -> float:
     """Seconds from the loop's start to its last step (history.jsonl's cumulative `seconds`)."""
     from training.sft_trainer import read_history
@@ -270,6 +275,9 @@ def read_history_span(out: str) -> float:
 
 
 def bench_labels(args, work: Path) -> list:
+    """The label-answer rows. With --repeats > 1 every in-process and Ray Train row runs once per
+    repeat, in-process first; each Ray row's ratio is taken against the same repeat's in-process
+    loop, so a drift of the machine between repeats cancels out of the ratio."""
     from training.sft_trainer import fit, fit_local
 
     results = []
@@ -277,33 +285,59 @@ def bench_labels(args, work: Path) -> list:
     secs, toks = plain_loop(job, args.warmup)
     results.append(("plain PyTorch loop: fp32, full logits, AdamW default", secs, toks))
     print(f"plain: {toks / secs:.0f} tokens/s", flush=True)
-    for engine in ("torch", "deepspeed"):
-        job = make_job(str(work / f"loop_{engine}"), args.steps, args.micro_batch, engine, args.spec)
-        fit_local(job, lambda s: None)
-        secs, toks = timed_history(job.out_dir, args.warmup)
-        results.append((f"train_loop in-process, engine {engine}", secs, toks))
-        print(f"loop {engine}: {toks / secs:.0f} tokens/s", flush=True)
-    if not args.skip_ray:
-        import ray
+    runs: dict[str, list[tuple[float, int]]] = {}
+    for rep in range(args.repeats):
+        local = {}
+        for engine in ("torch", "deepspeed"):
+            job = make_job(str(work / f"loop_{engine}_{rep}"), args.steps, args.micro_batch, engine, args.spec)
+            fit_local(job, lambda s: None)
+            secs, toks = timed_history(job.out_dir, args.warmup)
+            runs.setdefault(f"train_loop in-process, engine {engine}", []).append((secs, toks))
+            local[engine] = toks / secs
+            print(f"repeat {rep + 1}/{args.repeats}: loop {engine}: {toks / secs:.0f} tokens/s", flush=True)
+        if not args.skip_ray:
+            bench_ray(args, work, rep, local, runs)
+    return results + [(name, sum(s for s, _ in v), sum(t for _, t in v)) for name, v in runs.items()]
 
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        try:
-            for engine, alloc in [(e, a) for a in args.ray_allocators.split(",") for e in ("torch", "deepspeed")]:
-                job = make_job(str(work / f"ray_{engine}_{alloc}"), args.steps, args.micro_batch, engine, args.spec)
-                job.train.cpus_per_worker = os.cpu_count()
-                job.train.allocator = alloc
-                summary = fit(job, lambda s: None)
-                secs, toks = timed_history(job.out_dir, args.warmup)
-                name = (f"Ray Train, 1 worker, engine {engine}" + (" (ZeRO-2)" if engine == "deepspeed" else "")
-                        + f", allocator {alloc}")
-                results.append((name, secs, toks))
-                overhead = summary["seconds"] - read_history_span(job.out_dir)
-                print(f"ray {engine} {alloc}: {toks / secs:.0f} tokens/s; job start-up + saving {overhead:.1f} s",
-                      flush=True)
-                OVERHEADS[name] = overhead
-        finally:
-            ray.shutdown()
-    return results
+
+OVERHEADS: dict[str, list[float]] = {}  # Ray Train row -> per repeat, the job's seconds outside its step loop
+RATIOS: dict[str, list[float]] = {}  # Ray Train row -> per repeat, its tokens/s over the same repeat's in-process
+
+
+def bench_ray(args, work: Path, rep: int, local: dict[str, float], runs: dict) -> None:
+    """One repeat of the Ray Train rows (a fresh local Ray cluster, shut down after)."""
+    import ray
+
+    from training.optim_config import resolve_allocator
+    from training.sft_trainer import fit
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        for engine, alloc in [(e, a) for a in args.ray_allocators.split(",") for e in ("torch", "deepspeed")]:
+            job = make_job(str(work / f"ray_{engine}_{alloc}_{rep}"), args.steps, args.micro_batch, engine, args.spec)
+            job.train.cpus_per_worker = os.cpu_count()
+            job.train.allocator = alloc
+            summary = fit(job, lambda s: None)
+            secs, toks = timed_history(job.out_dir, args.warmup)
+            used = resolve_allocator(job.train)
+            name = (f"Ray Train, 1 worker, engine {engine}" + (" (ZeRO-2)" if engine == "deepspeed" else "")
+                    + f", allocator {used}" + (f" ({alloc})" if used != alloc else ""))
+            runs.setdefault(name, []).append((secs, toks))
+            RATIOS.setdefault(name, []).append(toks / secs / local[engine])
+            overhead = summary["seconds"] - read_history_span(job.out_dir)
+            OVERHEADS.setdefault(name, []).append(overhead)
+            print(f"repeat {rep + 1}/{args.repeats}: ray {engine} {alloc}: {toks / secs:.0f} tokens/s "
+                  f"({RATIOS[name][-1]:.2f} of in-process); job start-up + saving {overhead:.1f} s", flush=True)
+    finally:
+        ray.shutdown()
+
+
+def spread(values: list[float], fmt: str = ".2f") -> str:
+    """The median, and over several repeats its range: '0.91 (0.83-0.97, 3 repeats)'."""
+    med = f"{float(np.median(values)):{fmt}}"
+    if len(values) == 1:
+        return med
+    return f"{med} ({min(values):{fmt}}-{max(values):{fmt}}, {len(values)} repeats)"
 
 
 def label_table(results, args, peak32, peak16) -> str:
@@ -313,18 +347,16 @@ def label_table(results, args, peak32, peak16) -> str:
     base = results[0][2] / results[0][1]
     seq = results[0][2] / timed_rows
     lines = [f"Label answers: {args.spec}, CSQA rows (mean {seq:.0f} tokens), micro-batch {args.micro_batch}, "
-             f"{timed} timed steps.", "",
+             f"{timed} timed steps" + (f" per run, {args.repeats} repeats" if args.repeats > 1 else "") + ".", "",
              "| what | tokens/s | s/step | model GFLOP/s | MFU vs bf16 peak | MFU vs fp32 peak | x plain | "
              "x in-process (same engine) | job start-up + saving (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    speed = {name: toks / secs for name, secs, toks in results}
     for name, secs, toks in results:
-        gfs = train_flops(toks, timed_rows, arch, non_embed, seq) / secs / 1e9
-        engine = "deepspeed" if "deepspeed" in name else "torch"
-        ref = speed.get(f"train_loop in-process, engine {engine}")
-        vs = f"{toks / secs / ref:.2f}" if name.startswith("Ray Train") and ref else ""
-        over = f"{OVERHEADS[name]:.1f}" if name in OVERHEADS else ""
-        lines.append(f"| {name} | {toks / secs:.0f} | {secs / timed:.2f} | {gfs:.0f} | "
+        reps = 1 if name.startswith("plain") else args.repeats
+        gfs = train_flops(toks, timed_rows * reps, arch, non_embed, seq) / secs / 1e9
+        vs = spread(RATIOS[name]) if name in RATIOS else ""
+        over = spread(OVERHEADS[name], ".1f") if name in OVERHEADS else ""
+        lines.append(f"| {name} | {toks / secs:.0f} | {secs / timed / reps:.2f} | {gfs:.0f} | "
                      f"{gfs / peak16:.1%} | {gfs / peak32:.1%} | {toks / secs / base:.2f} | {vs} | {over} |")
     return "\n".join(lines)
 

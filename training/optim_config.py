@@ -119,8 +119,8 @@ def resolve_use_gpu(use_gpu: str) -> bool:
 def resolve_allocator(cfg: OptimConfig) -> str:
     """The Ray Train workers' allocator for `allocator: auto`: jemalloc under DeepSpeed (ZeRO-2 on
     one worker ran at 0.97-1.01 of in-process with it, 0.54 with glibc), glibc for engine torch
-    (no speed measured either way, and 1.5 GB more peak memory with jemalloc's purging off:
-    docs/measurements.md)."""
+    (jemalloc's speed there was within noise of glibc's, purging off or with a 10 s decay, and
+    purging off cost 1.5 GB more peak memory: docs/measurements.md)."""
     if cfg.allocator != "auto":
         return cfg.allocator
     return "jemalloc" if cfg.engine == "deepspeed" else "glibc"
