@@ -386,16 +386,20 @@ def plot(results, text, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 3.5))
+    panels = [x for x in (results, text) if x]  # no empty panel when a part was skipped
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.5 * max(1, len(panels)), 3.5), squeeze=False)
+    axes = list(axes[0])
     if results:
-        axes[0].barh(range(len(results)), [t / s for _, s, t in results])
-        axes[0].set_yticks(range(len(results)), [r[0] for r in results], fontsize=7)
-        axes[0].set_xlabel("training tokens/s, label answers")
+        ax = axes.pop(0)
+        ax.barh(range(len(results)), [t / s for _, s, t in results])
+        ax.set_yticks(range(len(results)), [r[0] for r in results], fontsize=7)
+        ax.set_xlabel("training tokens/s, label answers")
     if text:
+        ax = axes.pop(0)
         names = [f"{r['spec'].split(':', 1)[-1]}\n{r['path'].split(' (')[0]}" for r in text]
-        axes[1].barh(range(len(text)), [r["useful"] / r["secs"] for r in text])
-        axes[1].set_yticks(range(len(text)), names, fontsize=7)
-        axes[1].set_xlabel("useful tokens/s, answer text (CSQA, K=5)")
+        ax.barh(range(len(text)), [r["useful"] / r["secs"] for r in text])
+        ax.set_yticks(range(len(text)), names, fontsize=7)
+        ax.set_xlabel("useful tokens/s, answer text (CSQA, K=5)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
