@@ -42,6 +42,7 @@ def test_both_configs_extend_the_optimisation_config():
     ("max_steps", -1), ("micro_batch", 0), ("grad_accum", 0), ("num_workers", 0), ("cpus_per_worker", 0.0),
     ("use_gpu", "yes"), ("engine", "fsdp"), ("zero_stage", 4), ("max_length", 4), ("lr_schedule", "step"),
     ("weight_decay", -0.1), ("grad_clip", 0.0), ("max_failures", -1), ("seed", -1), ("allocator", "tcmalloc"),
+    ("controller_poll_s", 0.0),
 ])
 def test_shared_fields_have_one_validator(field, value):
     messages = {_message(cls, **{field: value}) for cls in (OptimConfig, TrainConfig, DPOConfig)}

@@ -173,8 +173,27 @@ def launch(worker: Callable, job, cfg, *, name: str, storage: Path, use_gpu: boo
     storage ran before); returns the seconds it took."""
     trainer = torch_trainer(worker, job, cfg, name=name, storage=storage, use_gpu=use_gpu, env=env)
     t0 = time.time()
-    trainer.fit()
+    with controller_poll(cfg.controller_poll_s):
+        trainer.fit()
     return time.time() - t0
+
+
+POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+
+
+@contextlib.contextmanager
+def controller_poll(seconds: float):
+    """Ray Train V2's controller takes its poll interval from the driver's environment when fit()
+    starts it (no argument exists), so the variable is set around fit() and restored after."""
+    old = os.environ.get(POLL_ENV)
+    os.environ[POLL_ENV] = f"{seconds:g}"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(POLL_ENV, None)
+        else:
+            os.environ[POLL_ENV] = old
 
 
 # ----------------------------------------------------------------------------- one process
