@@ -278,7 +278,7 @@ def bench_labels(args, work: Path) -> list:
     """The label-answer rows. With --repeats > 1 every in-process and Ray Train row runs once per
     repeat, in-process first; each Ray row's ratio is taken against the same repeat's in-process
     loop, so a drift of the machine between repeats cancels out of the ratio."""
-    from training.sft_trainer import fit, fit_local
+    from training.sft_trainer import fit_local
 
     results = []
     job = make_job(str(work / "plain"), args.steps, args.micro_batch, "torch", args.spec)

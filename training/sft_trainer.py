@@ -42,9 +42,10 @@ __all__ = ["HEADS", "TrainConfig", "TrainJob", "fit", "fit_local", "read_history
 
 CHECKPOINT_MARKER = "w2s_step.json"  # written last into each checkpoint: {"step": n}
 # Ray Train V2 hands each report to a queue of size 1 that its controller drains once per health
-# check (Ray's 2 s; OptimConfig.controller_poll_s, 0.5 s by default here), so a report per step held
-# every step to >= the poll (measured at 2 s: 1.95 s per step for 0.04 s of work). Metrics go to history.jsonl every step; Ray gets one every REPORT_EVERY_S
-# (and each checkpoint and the last step), so the queue is always empty when it does.
+# check (Ray's 2 s; OptimConfig.controller_poll_s, 0.5 s by default here), so a report per step
+# held every step to >= the poll (measured at 2 s: 1.95 s per step for 0.04 s of work). Metrics go
+# to history.jsonl every step; Ray gets one every REPORT_EVERY_S (and each checkpoint and the last
+# step), so the queue is always empty when it does.
 REPORT_EVERY_S = 10.0
 
 
