@@ -1,5 +1,5 @@
-"""Ray Train + DeepSpeed fine-tuning on tiny models: losses fall, parameters change, ZeRO-2/3 agree
-with one process, a killed worker resumes from its checkpoint onto the uninterrupted trajectory."""
+"""Ray Train + DeepSpeed fine-tuning on tiny models: losses fall, parameters change, ZeRO-2/3 and
+two data-parallel torch workers agree with one process, a killed worker resumes from its checkpoint onto the uninterrupted trajectory."""
 
 import os
 import signal
@@ -62,9 +62,12 @@ def test_ray_gets_reports_at_checkpoints_and_the_end_not_every_step(examples, tm
     assert [h["step"] for h in read_history(tmp_path)] == [1, 2, 3, 4, 5, 6]  # every step still logged
 
 
-@pytest.mark.parametrize("zero", [2, 3])
-def test_two_workers_deepspeed_zero(ray_cluster, examples, reference, tmp_path, zero):
-    job = _job(tmp_path / f"z{zero}", examples, num_workers=2, cpus_per_worker=0.5, zero_stage=zero)
+@pytest.mark.parametrize("engine,zero", [("deepspeed", 2), ("deepspeed", 3), ("torch", 0)])
+def test_two_workers_data_parallel(ray_cluster, examples, reference, tmp_path, engine, zero):
+    # engine torch: the workers' gradients are averaged before each optimizer step (without it each
+    # worker trained its own copy on its own rows and the trajectory left the reference's)
+    job = _job(tmp_path / f"{engine}{zero}", examples, num_workers=2, cpus_per_worker=0.5, engine=engine,
+               zero_stage=zero)
     summary = fit(job, lambda m: None)
     losses = [h["loss"] for h in read_history(job.out_dir)]
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.1  # the loss falls
@@ -257,3 +260,25 @@ def test_bradley_terry_reward_head_learns_weak_preferences(tmp_path):
     r1 = rewards(trained)
     margin = lambda r: (r.gather(1, t[:, None]) - r.gather(1, 1 - t[:, None])).mean().item()  # noqa: E731
     assert margin(r1) > margin(r0) + 0.1
+
+
+def _average_in_rank(rank: int, store_path: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from training.sft_trainer import average_gradients
+
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (3, 5, 2)] + [torch.nn.Parameter(torch.zeros(4))]
+    for i, p in enumerate(params[:3]):
+        p.grad = torch.full_like(p, float(rank + 1 + 10 * i))  # rank 0: 1, 11, 21; rank 1: 2, 12, 22
+    average_gradients(params, 2, bucket_numel=4)  # buckets [3, 5] and [2]: a boundary inside the list
+    torch.save([p.grad for p in params], f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_average_gradients_across_two_ranks_in_buckets(tmp_path):
+    torch.multiprocessing.spawn(_average_in_rank, args=(str(tmp_path / "store"), str(tmp_path / "g")), nprocs=2)
+    for rank in (0, 1):
+        g = torch.load(tmp_path / f"g.{rank}")
+        assert [x.tolist() for x in g[:3]] == [[1.5] * 3, [11.5] * 5, [21.5] * 2]  # (r0 + r1) / 2
+        assert g[3] is None  # a parameter without a gradient stays without one

@@ -377,6 +377,8 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
             losses.append(loss.item())
             n_tok += int((batch["segment"] >= 0).sum() if "segment" in batch else batch["attention_mask"].sum())
         if engine is None:
+            if world > 1:
+                average_gradients(model.parameters(), world)
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             scheduler.step()
@@ -403,6 +405,27 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
             last_report = time.time()
     _save_model(job, engine, model, tok, rank)
     return {"steps": steps, "final_loss": metrics["loss"] if steps > start else None}
+
+
+def average_gradients(params, world: int, bucket_numel: int = 1 << 24) -> None:
+    """Data parallel for engine torch: g <- (1/world) sum_r g_r, in place, once per optimizer step
+    (after the accumulation, so accumulation needs no `no_sync`). Gradients go in flat buckets of
+    at most `bucket_numel` elements: one collective per bucket, not per tensor, and no full-size
+    copy of the model's gradients. Every rank holds the same gradients afterwards."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    bucket, n = [], 0
+    for i, g in enumerate(grads):
+        bucket.append(g)
+        n += g.numel()
+        if n >= bucket_numel or i == len(grads) - 1:
+            flat = torch.cat([b.reshape(-1) for b in bucket])
+            dist.all_reduce(flat)
+            flat /= world
+            for b, part in zip(bucket, flat.split([b.numel() for b in bucket])):
+                b.copy_(part.view_as(b))
+            bucket, n = [], 0
 
 
 def _save_checkpoint(d: str, step: int, engine, model, optimizer, scheduler) -> None:
