@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import numpy as np
 class BackendConfig:
     kind: str = "hf"  # hf | vllm
     head: str = "lm"  # lm: the option label is the next token; classifier: a K-way classification head
-    dtype: str = "auto"  # auto (bf16 where the CPU/GPU supports it, else fp32) | bfloat16 | float16 | float32
+    dtype: str = "auto"  # auto (bf16 where the GPU supports it or the CPU runs it faster, else fp32) | bfloat16 | float16 | float32
     max_length: int = 1024  # tokens per sequence; longer prompts lose their start
     # padded tokens per forward micro-batch (rows bucketed by length). 4096 measured best on a
     # 2-core CPU (bigger batches spill caches); raise it on GPUs.
@@ -202,12 +203,49 @@ def label_token_ids(tok, labels: list[str], cache: dict[str, int]) -> list[int]:
     return ids
 
 
-def cpu_supports_bf16() -> bool:
+BF16_MIN_SPEEDUP = 1.25  # bf16 on the CPU only where its matmuls run at least this much faster
+
+
+def cpu_bf16_flags() -> bool:
+    """Whether the CPU has bf16 instructions (avx512_bf16 or amx_bf16 in /proc/cpuinfo)."""
     try:
         flags = open("/proc/cpuinfo").read()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speedup(n: int = 1024, reps: int = 3) -> float:
+    """bf16 over fp32 matmul rate on this CPU at this process's thread count (best of `reps`
+    alternated n x n x n products, about 0.1 s). The flags alone mislead: bf16 matmuls ran 6x fp32
+    with AMX, 2.5x on AMD EPYC (avx512_bf16), and 0.5x on an Intel Xeon whose hypervisor hides AMX
+    (avx512_bf16 only; training 1.7x slower under bf16 autocast there: docs/measurements.md)."""
+    import time
+
+    import torch
+
+    best = {}
+    for _ in range(reps):
+        for dtype in (torch.float32, torch.bfloat16):
+            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            a @ b  # first call: the kernel's set-up
+            t0 = time.perf_counter()
+            a @ b
+            best[dtype] = min(best.get(dtype, float("inf")), time.perf_counter() - t0)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 is worth it on this CPU: bf16 instructions, and bf16 matmuls measured at least
+    BF16_MIN_SPEEDUP x fp32 (three kinds measured: 6x, 2.5x, 0.5x, so the margin is wide).
+    W2S_CPU_BF16=1 / 0 overrides the measurement (every process of a run then decides alike)."""
+    forced = os.environ.get("W2S_CPU_BF16")
+    if forced is not None:
+        if forced not in ("0", "1"):
+            raise ValueError(f"W2S_CPU_BF16: must be 0 or 1, got {forced!r}")
+        return forced == "1"
+    return cpu_bf16_flags() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
 
 
 def resolve_dtype(name: str, device: str):

@@ -237,12 +237,14 @@ def main():
     torch.set_num_threads(os.cpu_count())
     from benchmarks.machine import cpu_line, load_line
     from score_throughput import matmul_peak
+    from training.optim_config import resolve_precision
 
     cpu, load_at_start = cpu_line(), load_line()
     print(f"machine: {cpu}; {load_at_start}", flush=True)
     n_peak = 256 if args.smoke else 2048
     peak32, peak16 = matmul_peak(torch.float32, n_peak), matmul_peak(torch.bfloat16, n_peak)
-    print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s", flush=True)
+    print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; the loop's precision (auto): "
+          f"{resolve_precision('auto', 'cpu')}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="w2s-train-bench-"))
     results, text = [], []
     try:
@@ -252,13 +254,14 @@ def main():
             text = bench_text(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    parts = [f"Machine: {cpu}; matmul peak fp32 {peak32:.0f} / bf16 {peak16:.0f} GFLOP/s ({n_peak}^2); "
-             f"{load_at_start} at the start, {load_line()} at the end.", "",
+    parts = [f"Machine: {cpu}; matmul peak fp32 {peak32:.0f} / bf16 {peak16:.0f} GFLOP/s ({n_peak}^2); `precision: auto` "
+             f"resolved to {resolve_precision('auto', 'cpu')}; {load_at_start} at the start, {load_line()} at the end.", "",
              f"Command: `.venv/bin/python {' '.join(['benchmarks/train_throughput.py'] + sys.argv[1:])}`"]
     if results:
         parts += ["", label_table(results, args, peak32, peak16)]
     if text:
-        parts += ["", text_table(text, args, peak16)]
+        prec = resolve_precision("auto", "cpu")
+        parts += ["", text_table(text, args, peak16 if prec == "bf16" else peak32, prec)]
     table = "\n".join(parts)
     print(table)
     out = Path(args.out)
@@ -361,18 +364,18 @@ def label_table(results, args, peak32, peak16) -> str:
     return "\n".join(lines)
 
 
-def text_table(text, args, peak16) -> str:
+def text_table(text, args, peak, prec) -> str:
     lines = [f"Answer text (configs/quickstart.yaml's template, answer: text, lm_normalize options), CSQA K=5, "
-             f"micro-batch {args.micro_batch}, train_loop in-process, engine torch, bf16 autocast; "
+             f"micro-batch {args.micro_batch}, train_loop in-process, engine torch, precision {prec}; "
              f"{args.text_steps - args.warmup} timed steps after {args.warmup} warm-up step(s); same batches and "
              "initial weights for both paths.", "",
-             "| model | path | useful tokens/s | tokens run/s | s/step | model GFLOP/s | MFU vs bf16 peak "
+             f"| model | path | useful tokens/s | tokens run/s | s/step | model GFLOP/s | MFU vs {prec} peak "
              "| x K sequences | loss step 1 | loss last step |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in text:
         gfs = r["flops"] / r["secs"] / 1e9
         lines.append(f"| {r['spec']} | {r['path']} | {r['useful'] / r['secs']:.0f} | {r['run'] / r['secs']:.0f} | "
-                     f"{r['secs'] / r['steps']:.2f} | {gfs:.0f} | {gfs / peak16:.1%} | {r['speedup']:.2f} | "
+                     f"{r['secs'] / r['steps']:.2f} | {gfs:.0f} | {gfs / peak:.1%} | {r['speedup']:.2f} | "
                      f"{r['loss1']:.4f} | {r['loss_last']:.4f} |")
     lines += ["", "useful tokens: per row, the prompt once plus every option's tokens (a packed row's length; the "
               "same count for both paths). tokens run: the real tokens the forward ran (the K-sequence path "

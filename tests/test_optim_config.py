@@ -85,6 +85,31 @@ def test_yaml_keys_keep_working_through_inheritance():
         build(StrongConfig, {"spec": "tiny:llama:1", "train": {"edl_anneal_frac": 0}})
 
 
+@pytest.mark.parametrize("flags,speedup,want", [(True, 2.5, True), (True, 6.0, True), (True, 0.5, False),
+                                                (True, 1.1, False), (False, 3.0, False)])
+def test_cpu_bf16_needs_the_flags_and_a_measured_speedup(monkeypatch, flags, speedup, want):
+    # the kinds measured: AMX 6x, AMD EPYC 2.5x, an Intel Xeon with AMX hidden 0.5x (bf16 slower)
+    monkeypatch.delenv("W2S_CPU_BF16", raising=False)
+    monkeypatch.setattr(backend, "cpu_bf16_flags", lambda: flags)
+    monkeypatch.setattr(backend, "cpu_bf16_speedup", lambda: speedup)
+    assert backend.cpu_supports_bf16() is want
+    assert resolve_precision("auto", "cpu") == ("bf16" if want else "fp32")
+    assert backend.resolve_dtype("auto", "cpu") == (torch.bfloat16 if want else torch.float32)
+    for forced in ("1", "0"):  # the override wins over the measurement
+        monkeypatch.setenv("W2S_CPU_BF16", forced)
+        assert backend.cpu_supports_bf16() is (forced == "1")
+    monkeypatch.setenv("W2S_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="^W2S_CPU_BF16: must be 0 or 1"):
+        backend.cpu_supports_bf16()
+
+
+def test_cpu_bf16_speedup_is_a_measured_ratio():
+    backend.cpu_bf16_speedup.cache_clear()
+    r = backend.cpu_bf16_speedup(n=128, reps=1)
+    assert 0.05 < r < 50 and backend.cpu_bf16_speedup(n=128, reps=1) == r  # cached: one probe per process
+    backend.cpu_bf16_speedup.cache_clear()
+
+
 @pytest.mark.parametrize("cpu_bf16", [True, False])
 def test_precision_auto_resolves_the_same_for_both_trainers(monkeypatch, tmp_path, cpu_bf16):
     from training import dpo_trainer as D

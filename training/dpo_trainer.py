@@ -40,7 +40,8 @@ resume by name + storage are training.launcher's as well.
 Settings: training.dpo_config.DPOConfig (optimisation fields shared with the SFT loop:
 training.optim_config.OptimConfig). `precision` has the SFT loop's meaning
 (training.optim_config.resolve_precision): `auto` is bf16 where the device supports it (CUDA with
-bf16, a CPU with avx512_bf16 / amx_bf16), else fp32. bf16 is applied as
+bf16, a CPU with avx512_bf16 / amx_bf16 whose bf16 matmuls measured faster than fp32), else fp32.
+bf16 is applied as
 
     GPU                    HF / TRL `bf16=True` (engine torch: autocast; engine deepspeed:
                            DeepSpeed's bf16 mode)

@@ -7,8 +7,9 @@ extend it with their own fields; YAML keys are the fields' names (`strong.train.
 that is wrong; cluster.loader prefixes the dotted path.
 
 precision (one meaning for both trainers, `resolve_precision`):
-  auto   bf16 where the device supports it (CUDA with bf16, or a CPU with avx512_bf16 / amx_bf16,
-         actors.backend.cpu_supports_bf16), else fp32
+  auto   bf16 where the device supports it and it pays: CUDA with bf16, or a CPU with avx512_bf16 /
+         amx_bf16 whose bf16 matmuls measured >= 1.25x fp32 (actors.backend.cpu_supports_bf16; an
+         Intel Xeon with AMX hidden ran bf16 at 0.5x fp32), else fp32
   bf16   bf16 mixed precision
   fp32   full precision
 How each trainer applies bf16 is in its own module (training.sft_trainer: torch.autocast around
@@ -92,7 +93,7 @@ def check(checks: list[tuple[bool, str, str]]) -> None:
 
 
 def device_supports_bf16(device: str) -> bool:
-    """CUDA with bf16, or a CPU with avx512_bf16 / amx_bf16."""
+    """CUDA with bf16, or a CPU where bf16 is measured faster (actors.backend.cpu_supports_bf16)."""
     import torch
 
     from actors import backend
