@@ -63,6 +63,12 @@ class ClusterConfig:
     # actor (a strong_gpu share each), this many per pass over the test split; 0: all in one pass
     eval_models: int = 0
     namespace: str = "w2s"
+    # Local cluster only: Ray's dashboard, which serves the State API (`ray list actors`) and which
+    # Ray Train 2.60's PlacementGroupCleaner polls every second; without it every training job logged
+    # "Failed to query Ray Train Controller actor state" once a second (179 lines in a 4-min job)
+    # and could not clean up after a crashed controller. Costs about 1 GB of resident memory (10
+    # processes) and 2% of a core when idle (docs/measurements.md); false saves them.
+    dashboard: bool = True
     # environment of model actors (set at process start, via the actor's runtime_env)
     actor_env: dict[str, str] = field(default_factory=lambda: dict(MALLOC_ENV))
 

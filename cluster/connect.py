@@ -26,7 +26,7 @@ def connect(cfg: ClusterConfig, gpus_needed: int = 0) -> dict:
             num_gpus = cfg.num_gpus if cfg.num_gpus is not None else max(gpus_needed, _cuda_count())
             # address="local" never attaches to a stale /tmp/ray/ray_current_cluster.
             ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), num_gpus=num_gpus,
-                     include_dashboard=False, **common)
+                     include_dashboard=cfg.dashboard, **common)
     resources = ray.cluster_resources()
     if resources.get("GPU", 0) < gpus_needed:
         raise InsufficientResourcesError(

@@ -82,3 +82,17 @@ def test_actor_start_failure_is_typed_and_cleaned_up(ray_cluster):
     new = {k: v for k, v in _pg_states().items() if k not in before}
     assert new and all(state == "REMOVED" for state in new.values())
     assert live_actors("WeakActor") == []
+
+
+def test_local_cluster_serves_the_state_api_with_the_dashboard(tmp_path):
+    # a fresh process: this one may already be attached to the test cluster (no dashboard)
+    import subprocess
+    import sys
+
+    code = ("from cluster.config import ClusterConfig\nfrom cluster.connect import connect\n"
+            "from ray.util.state import list_actors\nimport ray\n"
+            "connect(ClusterConfig(num_cpus=1, namespace='dash'))\n"
+            "print('actors', len(list_actors()))\nray.shutdown()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                         cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert out.returncode == 0 and "actors " in out.stdout, out.stderr[-2000:]
