@@ -314,7 +314,9 @@ def bench_ray(args, work: Path, rep: int, local: dict[str, float], runs: dict) -
     from training.optim_config import resolve_allocator
     from training.sft_trainer import fit
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    # the dashboard as `w2s run` starts it (cluster.dashboard): without it Ray Train's
+    # PlacementGroupCleaner queries a missing State API every second during the timed steps
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, log_to_driver=False)
     try:
         for engine, alloc in [(e, a) for a in args.ray_allocators.split(",") for e in ("torch", "deepspeed")]:
             job = make_job(str(work / f"ray_{engine}_{alloc}_{rep}"), args.steps, args.micro_batch, engine, args.spec)
