@@ -1,5 +1,8 @@
 """cluster/: resource plan, placement on (logical) GPUs, WorkerGroup timeouts and cleanup."""
 
+import os
+from pathlib import Path
+
 import pytest
 import ray
 
@@ -85,14 +88,18 @@ def test_actor_start_failure_is_typed_and_cleaned_up(ray_cluster):
 
 
 def test_local_cluster_serves_the_state_api_with_the_dashboard(tmp_path):
-    # a fresh process: this one may already be attached to the test cluster (no dashboard)
+    # a fresh process: this one may already be attached to the test cluster (no dashboard); the
+    # State API call names its cluster, since two local clusters run on this machine then
     import subprocess
     import sys
 
     code = ("from cluster.config import ClusterConfig\nfrom cluster.connect import connect\n"
             "from ray.util.state import list_actors\nimport ray\n"
             "connect(ClusterConfig(num_cpus=1, namespace='dash'))\n"
-            "print('actors', len(list_actors()))\nray.shutdown()\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
-                         cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+            "print('actors', len(list_actors(address=ray.get_runtime_context().gcs_address)))\nray.shutdown()\n")
+    # without RAY_ADDRESS, which ray.init set in this process when it started the test cluster:
+    # with it the child would join that cluster (no dashboard) instead of starting its own
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env,
+                         cwd=str(Path(__file__).parents[1]))
     assert out.returncode == 0 and "actors " in out.stdout, out.stderr[-2000:]

@@ -11,7 +11,7 @@ The run's settings are training.sft_config.TrainConfig (optimisation fields shar
 training.optim_config.OptimConfig). Job guard, history.jsonl, checkpoint reporting, the
 TorchTrainer and resume by name + storage are training.launcher's, shared with training.dpo_trainer.
 
-precision: bf16 (`auto`: where the device supports it, training.optim_config.resolve_precision)
+precision: bf16 (`auto`: where the device supports it and runs it faster, training.optim_config.resolve_precision)
 is torch.autocast around the forward; weights, gradients and optimizer state stay fp32.
 
 Jobs are normally started by `w2s run` (pipelines.train_stages.run_job).
