@@ -239,12 +239,12 @@ def main():
     from score_throughput import matmul_peak
     from training.optim_config import resolve_precision
 
-    cpu, load_at_start = cpu_line(), load_line()
+    cpu, load_at_start, prec = cpu_line(), load_line(), resolve_precision("auto", "cpu")
     print(f"machine: {cpu}; {load_at_start}", flush=True)
     n_peak = 256 if args.smoke else 2048
     peak32, peak16 = matmul_peak(torch.float32, n_peak), matmul_peak(torch.bfloat16, n_peak)
-    print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; the loop's precision (auto): "
-          f"{resolve_precision('auto', 'cpu')}", flush=True)
+    print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; the loop's precision (auto): {prec}",
+          flush=True)
     work = Path(tempfile.mkdtemp(prefix="w2s-train-bench-"))
     results, text = [], []
     try:
@@ -255,12 +255,11 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     parts = [f"Machine: {cpu}; matmul peak fp32 {peak32:.0f} / bf16 {peak16:.0f} GFLOP/s ({n_peak}^2); `precision: auto` "
-             f"resolved to {resolve_precision('auto', 'cpu')}; {load_at_start} at the start, {load_line()} at the end.", "",
+             f"resolved to {prec}; {load_at_start} at the start, {load_line()} at the end.", "",
              f"Command: `.venv/bin/python {' '.join(['benchmarks/train_throughput.py'] + sys.argv[1:])}`"]
     if results:
         parts += ["", label_table(results, args, peak32, peak16)]
     if text:
-        prec = resolve_precision("auto", "cpu")
         parts += ["", text_table(text, args, peak16 if prec == "bf16" else peak32, prec)]
     table = "\n".join(parts)
     print(table)

@@ -1,6 +1,8 @@
 """cluster/: resource plan, placement on (logical) GPUs, WorkerGroup timeouts and cleanup."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,12 +89,9 @@ def test_actor_start_failure_is_typed_and_cleaned_up(ray_cluster):
     assert live_actors("WeakActor") == []
 
 
-def test_local_cluster_serves_the_state_api_with_the_dashboard(tmp_path):
+def test_local_cluster_serves_the_state_api_with_the_dashboard():
     # a fresh process: this one may already be attached to the test cluster (no dashboard); the
     # State API call names its cluster, since two local clusters run on this machine then
-    import subprocess
-    import sys
-
     code = ("from cluster.config import ClusterConfig\nfrom cluster.connect import connect\n"
             "from ray.util.state import list_actors\nimport ray\n"
             "connect(ClusterConfig(num_cpus=1, namespace='dash'))\n"

@@ -409,9 +409,9 @@ def train_loop(job: TrainJob, rank: int, world: int, resume_dir: str | None, rep
 
 def average_gradients(params, world: int, bucket_numel: int = 1 << 24) -> None:
     """Data parallel for engine torch: g <- (1/world) sum_r g_r, in place, once per optimizer step
-    (after the accumulation, so accumulation needs no `no_sync`). Gradients go in flat buckets of
-    at most `bucket_numel` elements: one collective per bucket, not per tensor, and no full-size
-    copy of the model's gradients. Every rank holds the same gradients afterwards."""
+    (after the accumulation, so accumulation needs no `no_sync`). Gradients go in flat buckets,
+    each closed once it holds `bucket_numel` elements or more: one collective per bucket, not per
+    tensor, and no full-size copy of the model's gradients at once. Every rank holds the same gradients afterwards."""
     import torch.distributed as dist
 
     grads = [p.grad for p in params if p.grad is not None]
