@@ -236,16 +236,67 @@ def cpu_bf16_speedup(n: int = 1024, reps: int = 3) -> float:
     return best[torch.float32] / best[torch.bfloat16]
 
 
+def _machine_key() -> str:
+    """This host, its CPU model, its bf16 flags and torch's version: what the bf16 ratio depends on
+    (the same model name comes with and without AMX, depending on the hypervisor)."""
+    import platform
+
+    import torch
+
+    model, flags = "", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    bf16 = ",".join(f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags)
+    return f"{platform.node()} | {model} | {bf16 or 'no bf16'} | torch {torch.__version__}"
+
+
+@functools.lru_cache(maxsize=1)
+def machine_bf16_speedup() -> float:
+    """cpu_bf16_speedup measured once per machine and kept in $W2S_CACHE/cpu_bf16.json, so that
+    every process on the machine decides alike: two Serve replicas probing at once on a busy
+    2-core box measured differently, one ran bf16 and one fp32, and the same request got two
+    rewards. A file lock makes the first process measure and the others read its figure."""
+    import fcntl
+    import json
+
+    from actors.embedded import cache_dir
+
+    path, key = cache_dir() / "cpu_bf16.json", _machine_key()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name("cpu_bf16.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                known = json.loads(path.read_text())
+            except (OSError, ValueError):
+                known = {}
+            if key not in known:
+                known[key] = cpu_bf16_speedup()
+                tmp = path.with_name(f"cpu_bf16.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(known, indent=1))
+                os.replace(tmp, path)
+            return float(known[key])
+    except OSError:  # a read-only cache: measure in this process
+        return cpu_bf16_speedup()
+
+
 def cpu_supports_bf16() -> bool:
     """bf16 is worth it on this CPU: bf16 instructions, and bf16 matmuls measured at least
-    BF16_MIN_SPEEDUP x fp32 (three kinds measured: 6x, 2.5x, 0.5x, so the margin is wide).
-    W2S_CPU_BF16=1 / 0 overrides the measurement (every process of a run then decides alike)."""
+    BF16_MIN_SPEEDUP x fp32 (three kinds measured: 6x, 2.5x, 0.5x, so the margin is wide), once
+    per machine (machine_bf16_speedup). W2S_CPU_BF16=1 / 0 overrides the measurement."""
     forced = os.environ.get("W2S_CPU_BF16")
     if forced is not None:
         if forced not in ("0", "1"):
             raise ValueError(f"W2S_CPU_BF16: must be 0 or 1, got {forced!r}")
         return forced == "1"
-    return cpu_bf16_flags() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+    return cpu_bf16_flags() and machine_bf16_speedup() >= BF16_MIN_SPEEDUP
 
 
 def resolve_dtype(name: str, device: str):

@@ -22,12 +22,12 @@ def cpu_line() -> str:
                     break
     except OSError:
         pass
-    from actors.backend import cpu_bf16_speedup, cpu_supports_bf16
+    from actors.backend import cpu_supports_bf16, machine_bf16_speedup
 
     bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     ident = f" (family {ids['cpu family']} model {ids['model']})" if len(ids) == 2 else ""
     return (f"{model}{ident}, {os.cpu_count()} cores, bf16 features: {', '.join(bf16) or 'none'}, "
-            f"bf16 matmul {cpu_bf16_speedup():.2f}x fp32 (precision auto: "
+            f"bf16 matmul {machine_bf16_speedup():.2f}x fp32 (precision auto: "
             f"{'bf16' if cpu_supports_bf16() else 'fp32'})")
 
 

@@ -4,6 +4,11 @@ that is wrong), YAML keys keep working through inheritance, and `precision: auto
 same way for both trainers (resolve_precision)."""
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,7 +96,7 @@ def test_cpu_bf16_needs_the_flags_and_a_measured_speedup(monkeypatch, flags, spe
     # the kinds measured: AMX 6x, AMD EPYC 2.5x, an Intel Xeon with AMX hidden 0.5x (bf16 slower)
     monkeypatch.delenv("W2S_CPU_BF16", raising=False)
     monkeypatch.setattr(backend, "cpu_bf16_flags", lambda: flags)
-    monkeypatch.setattr(backend, "cpu_bf16_speedup", lambda: speedup)
+    monkeypatch.setattr(backend, "machine_bf16_speedup", lambda: speedup)
     assert backend.cpu_supports_bf16() is want
     assert resolve_precision("auto", "cpu") == ("bf16" if want else "fp32")
     assert backend.resolve_dtype("auto", "cpu") == (torch.bfloat16 if want else torch.float32)
@@ -108,6 +113,37 @@ def test_cpu_bf16_speedup_is_a_measured_ratio():
     r = backend.cpu_bf16_speedup(n=128, reps=1)
     assert 0.05 < r < 50 and backend.cpu_bf16_speedup(n=128, reps=1) == r  # cached: one probe per process
     backend.cpu_bf16_speedup.cache_clear()
+
+
+def test_the_bf16_ratio_is_measured_once_per_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("W2S_CACHE", str(tmp_path))
+    backend.machine_bf16_speedup.cache_clear()
+    monkeypatch.setattr(backend, "cpu_bf16_speedup", lambda: 2.5)
+    assert backend.machine_bf16_speedup() == 2.5
+    known = json.loads((tmp_path / "cpu_bf16.json").read_text())
+    assert known == {backend._machine_key(): 2.5}
+    # a later process on the machine (cache cleared) reads the figure instead of measuring again
+    backend.machine_bf16_speedup.cache_clear()
+    monkeypatch.setattr(backend, "cpu_bf16_speedup", lambda: 0.5)
+    assert backend.machine_bf16_speedup() == 2.5
+    # another machine's entry (another key) is not this machine's
+    (tmp_path / "cpu_bf16.json").write_text(json.dumps({"other host | cpu": 9.0}))
+    backend.machine_bf16_speedup.cache_clear()
+    assert backend.machine_bf16_speedup() == 0.5
+    assert json.loads((tmp_path / "cpu_bf16.json").read_text())["other host | cpu"] == 9.0
+    backend.machine_bf16_speedup.cache_clear()
+
+
+def test_processes_probing_at_once_agree(tmp_path):
+    # each child's own probe would return its pid; under the lock the first one's figure wins
+    child = ("import os, time; from actors import backend; "
+             "backend.cpu_bf16_speedup = lambda: (time.sleep(1.0), float(os.getpid()))[1]; "
+             "print(backend.machine_bf16_speedup())")
+    env = {**os.environ, "W2S_CACHE": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", child], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [float(p.communicate(timeout=120)[0]) for p in procs]
+    assert len(set(outs)) == 1 and outs[0] in {float(p.pid) for p in procs}, outs
 
 
 @pytest.mark.parametrize("cpu_bf16", [True, False])

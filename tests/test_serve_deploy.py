@@ -123,7 +123,9 @@ def test_serve_deploy_two_replicas_each_answers_then_shutdown(tmp_path, reward_m
         for rid, (rep,) in answered.items():
             by_replica.setdefault(rep, []).append(rid)
         assert len(by_replica) == 2, by_replica  # both replicas answered
-        assert all(r == rewards[0] for r in rewards)  # the same model behind both
+        # the same model and dtype behind both (bf16 against fp32 differs by ~1e-2); batches of
+        # other sizes may change fp32 summation order in the last bits
+        assert all(r == pytest.approx(rewards[0], rel=1e-4, abs=1e-6) for r in rewards), rewards
         # /healthz names the replica that answered: the same two ids as the logs
         with ThreadPoolExecutor(8) as pool:
             seen = set(pool.map(lambda _: requests.get(f"{url}/healthz", timeout=30).json()["replica"], range(48)))
