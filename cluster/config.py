@@ -7,13 +7,15 @@ from pathlib import Path
 
 # glibc returns large freed blocks to the OS and mmaps fresh (zeroed) pages for the next batch;
 # with batches of varying shape that cost ~10% of a CPU forward (docs/measurements.md).
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296",
-              "MALLOC_TOP_PAD_": "1073741824"}
 # Those settings reach only glibc's main arena. A thread's arena cannot hold a block over 64 MB, so
 # in a thread (Ray Train runs the training loop in one) every such block (an embedding gradient,
 # ZeRO's flat buffers) is a fresh mmap, page-faulted each step: the same loop ran at 0.65 of its
-# main-thread speed under ZeRO-2. jemalloc with purging off serves them from its cache in any
-# thread; Ray's wheel ships it for its own daemons (docs/measurements.md).
+# main-thread speed under ZeRO-2, and the torch engine's worker took 27k page faults a second.
+# MALLOC_ARENA_MAX=1 puts every thread on the main arena (0 faults a second there). jemalloc with
+# purging off also serves them from its cache in any thread; Ray's wheel ships it for its own
+# daemons (docs/measurements.md).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+              "MALLOC_TOP_PAD_": "1073741824", "MALLOC_ARENA_MAX": "1"}
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 ALLOCATORS = ("jemalloc", "glibc")
 
