@@ -206,12 +206,29 @@ def label_token_ids(tok, labels: list[str], cache: dict[str, int]) -> list[int]:
 BF16_MIN_SPEEDUP = 1.25  # bf16 on the CPU only where its matmuls run at least this much faster
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # the CPU flags that bear on bf16 speed
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ('model name', 'cpu family', 'model',
+    'flags', ...); {} where it cannot be read."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
 def cpu_bf16_flags() -> bool:
     """Whether the CPU has bf16 instructions (avx512_bf16 or amx_bf16 in /proc/cpuinfo)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
+    flags = set(cpu_info().get("flags", "").split())
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
@@ -243,18 +260,10 @@ def _machine_key() -> str:
 
     import torch
 
-    model, flags = "", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    bf16 = ",".join(f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags)
-    return f"{platform.node()} | {model} | {bf16 or 'no bf16'} | torch {torch.__version__}"
+    info = cpu_info()
+    flags = set(info.get("flags", "").split())
+    bf16 = ",".join(f for f in BF16_FLAGS if f in flags)
+    return f"{platform.node()} | {info.get('model name', '')} | {bf16 or 'no bf16'} | torch {torch.__version__}"
 
 
 @functools.lru_cache(maxsize=1)

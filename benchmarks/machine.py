@@ -9,23 +9,13 @@ import platform
 
 
 def cpu_line() -> str:
-    model, flags, ids = platform.processor() or "unknown CPU", set(), {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("", "unknown CPU", platform.processor()):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith(("cpu family", "model\t")):
-                    ids[line.split(":", 1)[0].strip()] = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    from actors.backend import cpu_supports_bf16, machine_bf16_speedup
+    from actors.backend import BF16_FLAGS, cpu_info, cpu_supports_bf16, machine_bf16_speedup
 
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    ident = f" (family {ids['cpu family']} model {ids['model']})" if len(ids) == 2 else ""
+    info = cpu_info()
+    model = info.get("model name") or platform.processor() or "unknown CPU"
+    flags = set(info.get("flags", "").split())
+    bf16 = [f for f in BF16_FLAGS if f in flags]
+    ident = f" (family {info['cpu family']} model {info['model']})" if "cpu family" in info and "model" in info else ""
     return (f"{model}{ident}, {os.cpu_count()} cores, bf16 features: {', '.join(bf16) or 'none'}, "
             f"bf16 matmul {machine_bf16_speedup():.2f}x fp32 (precision auto: "
             f"{'bf16' if cpu_supports_bf16() else 'fp32'})")
